@@ -1,0 +1,137 @@
+"""The three networks the tutorials compare, and a registry to build them by name.
+
+All models take float pixels in [0, 1] (the input pipeline rescales by 1/255 first) and
+return a 2-class softmax: index 0 = Parasitized, 1 = Uninfected (alphabetical, as
+``image_dataset_from_directory`` orders the class folders). Builders never compile: each
+tutorial's training recipe (optimizer, loss, learning rate) is applied by the training code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+from malaria_lib.errors import MalariaError
+
+NUM_CLASSES = 2
+
+
+def tutorial_a(input_size: int = 128) -> keras.Model:
+    """Tutorial A's Keras 2 network, layer for layer, so its results can be reproduced.
+
+    Most of its 8,417,634 parameters (at 128x128) sit in the Flatten -> Dense(128) layer,
+    which is why it overfits easily; we keep it unchanged as a faithful baseline.
+    """
+    inputs = keras.Input(shape=(input_size, input_size, 3), name="image")
+    x = layers.Conv2D(32, 3, padding="same", activation="relu")(inputs)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(128, activation="relu")(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="tutorial_a")
+
+
+def tutorial_b(input_size: int = 125) -> keras.Model:
+    """Tutorial B's network, layer for layer (1,900,098 parameters at 125x125).
+
+    Four valid-padded conv/pool blocks shrink the map to 5x5 before a dropout-regularised
+    Dense(512) head; kept unchanged as the second faithful baseline.
+    """
+    inputs = keras.Input(shape=(input_size, input_size, 3), name="image")
+    x = inputs
+    for filters in (64, 64, 128, 128):
+        x = layers.Conv2D(filters, 3, padding="valid", activation="relu")(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(0.5)(x)
+    x = layers.Dense(512, activation="relu")(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="tutorial_b")
+
+
+def _conv_bn_relu(x: keras.KerasTensor, filters: int) -> keras.KerasTensor:
+    """Conv without bias (BatchNorm's shift replaces it), then BatchNorm and ReLU."""
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.ReLU()(x)
+
+
+def malarianet(input_size: int = 96) -> keras.Model:
+    """Our compact CNN: small, fast on a 2-core CPU, and built to generalise to new patients.
+
+    BatchNorm speeds and stabilises training; global average pooling replaces the huge
+    Flatten->Dense head of the tutorials (few parameters, less overfitting to one patient's
+    staining); 96x96 input keeps the FLOPs low while parasites (ring forms, a few pixels
+    wide on ~130 px cells) remain visible.
+    """
+    inputs = keras.Input(shape=(input_size, input_size, 3), name="image")
+    x = inputs
+    for filters in (16, 32, 64):
+        x = _conv_bn_relu(x, filters)
+        x = _conv_bn_relu(x, filters)
+        x = layers.MaxPooling2D(2)(x)
+    x = _conv_bn_relu(x, 128)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(0.3)(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="malarianet")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build one model, its default input size, and which tutorial it reproduces."""
+
+    name: str
+    builder: Callable[[int], keras.Model]
+    input_size: int
+    description: str
+    faithful_to: str | None = None
+
+
+MODELS: dict[str, ModelSpec] = {
+    "tutorial_a": ModelSpec(
+        "tutorial_a", tutorial_a, 128,
+        "Tutorial A's Keras 2 CNN: 3 convs, Flatten, Dense(128); 8.4M parameters.",
+        faithful_to="tutorial A",
+    ),
+    "tutorial_b": ModelSpec(
+        "tutorial_b", tutorial_b, 125,
+        "Tutorial B's CNN: 4 conv/pool blocks, Dropout(0.5), Dense(512); 1.9M parameters.",
+        faithful_to="tutorial B",
+    ),
+    "malarianet": ModelSpec(
+        "malarianet", malarianet, 96,
+        "Our compact Conv-BatchNorm-ReLU CNN with global average pooling, for CPU training.",
+        faithful_to=None,
+    ),
+}
+
+DEFAULT_MODEL = "malarianet"
+
+
+def build_model(name: str, input_size: int | None = None) -> keras.Model:
+    """Build a registered model by name, at its default input size unless one is given."""
+    spec = MODELS.get(name)
+    if spec is None:
+        known = ", ".join(sorted(MODELS))
+        raise MalariaError(f"Unknown model {name!r}; choose one of: {known}.")
+    return spec.builder(spec.input_size if input_size is None else input_size)
+
+
+def describe_models() -> list[dict]:
+    """One row per registered model (name, input size, parameter count, description)."""
+    rows = []
+    for spec in MODELS.values():
+        rows.append({
+            "name": spec.name,
+            "input_size": spec.input_size,
+            "params": spec.builder(spec.input_size).count_params(),
+            "description": spec.description,
+        })
+    return rows

@@ -1,0 +1,35 @@
+"""The `malaria` command as a user types it: installed entry point, synth and models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+from malaria_lib.cli import main
+
+
+def test_console_script_is_installed_and_helps():
+    exe = shutil.which("malaria") or f"{sys.executable} -m malaria_lib"
+    out = subprocess.run(f"{exe} --help", shell=True, capture_output=True, text=True)
+    assert out.returncode == 0
+    for command in ("fetch", "inventory", "split", "synth", "models"):
+        assert command in out.stdout
+
+
+def test_synth_then_inventory(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "s"), "--n", "60", "--patients", "6", "--quiet"]) == 0
+    assert "30 Parasitized, 30 Uninfected" in capsys.readouterr().out
+    assert main(["inventory", "--data-dir", str(tmp_path / "s"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["patients"] == 6
+    assert main(["synth", "--out", str(tmp_path / "s"), "--n", "60", "--quiet"]) == 2  # refuses to overwrite
+    assert "error" in capsys.readouterr().err
+
+
+def test_models_json_lists_exact_parameter_counts(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["tutorial_a"]["params"] == 8_417_634 and rows["tutorial_a"]["input_size"] == 128
+    assert rows["tutorial_b"]["params"] == 1_900_098 and rows["tutorial_b"]["input_size"] == 125
+    assert "malarianet" in rows
