@@ -1,7 +1,7 @@
 # Two commands on a fresh machine: `make run` and `make test`. Both set up .venv by themselves.
-#   make run   PROFILE=full|cpu|smoke SOURCE=URL|ZIP|DIR   the whole pipeline
-#   make smoke                                            the pipeline on synthetic cells, offline
-#   make test                                             the test suite (what CI runs)
+#   make run   PROFILE=full|cpu|smoke SOURCE=URL|ZIP|DIR   execute the notebook series (build/: notebooks, html, report.json)
+#   make smoke                                            the series on synthetic cells, offline
+#   make test                                             the series on synthetic cells, then the test suite (what CI runs)
 
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -9,12 +9,8 @@ BIN     := $(VENV)/bin
 PROFILE ?= cpu
 SOURCE  ?=
 BUILD   ?= build
-DATA_DIR ?= data
+TEST_BUILD := $(BUILD)/test
 STAMP   := $(VENV)/.installed-stamp
-
-ifeq ($(PROFILE),smoke)
-  DATA_DIR := $(BUILD)/synthetic
-endif
 
 .PHONY: setup run smoke test lint html clean constraints
 
@@ -26,27 +22,23 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)  ## create .venv and install malaria_lib with its dev tools
 
-run: $(STAMP)  ## fetch, inventory and split (PROFILE=smoke draws synthetic cells instead of fetching)
-ifeq ($(PROFILE),smoke)
-	$(BIN)/malaria synth --out $(DATA_DIR) --n 400 --quiet || test -d $(DATA_DIR)/cell_images
-else
-	$(BIN)/malaria fetch --data-dir $(DATA_DIR) $(if $(SOURCE),--source $(SOURCE))
-endif
-	$(BIN)/malaria inventory --data-dir $(DATA_DIR)
-	$(BIN)/malaria split --data-dir $(DATA_DIR) --strategy patient --out $(BUILD)/$(PROFILE)/split_patient
-	$(BIN)/malaria split --data-dir $(DATA_DIR) --strategy random --ratios 0.7 0.3 0 --out $(BUILD)/$(PROFILE)/split_random
+run: $(STAMP)  ## execute notebooks/ in order with configs/$(PROFILE).yaml; report.json and html/ in $(BUILD)
+	$(BIN)/malaria run --profile $(PROFILE) --build $(BUILD) $(if $(SOURCE),--source $(SOURCE))
 
-smoke:  ## the pipeline on synthetic cells; runs offline
+smoke:  ## the series on synthetic cells; runs offline
 	$(MAKE) run PROFILE=smoke
 
-test: $(STAMP)  ## the test suite; real-data tests run when MALARIA_DEV_ZIP names the dev zip
-	$(BIN)/python -m pytest
+test: $(STAMP)  ## smoke series, unit tests (+ browser check of its HTML), then nbval on the executed notebooks
+	$(BIN)/malaria run --profile smoke --build $(TEST_BUILD)
+	MALARIA_SERIES_BUILD=$(TEST_BUILD) $(BIN)/python -m pytest
+	$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env \
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg $(TEST_BUILD)/notebooks
 
 lint: $(STAMP)
 	$(BIN)/ruff check malaria_lib tests
 
-html: $(STAMP)
-	@echo "html: the notebook series is not written yet (issue 5)"; exit 1
+html: $(STAMP)  ## re-render $(BUILD)/notebooks as $(BUILD)/html (make run does it too)
+	$(BIN)/malaria html --build $(BUILD)
 
 constraints: $(STAMP)  ## re-pin constraints.txt to what .venv holds now
 	(echo "# Exact versions the project's results were measured with (pip constraints: they pin, they do not add)."; \

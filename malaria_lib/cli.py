@@ -89,6 +89,62 @@ def cmd_models(args: argparse.Namespace) -> None:
               f"{row['description']}{mark}")
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    _quiet_tensorflow()
+    from .train import train
+
+    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "max_train_images": args.max_train_images}
+    result = train(args.model, args.split, args.out, args.profile, seed=args.seed, force=args.force,
+                   resume=args.resume, verbose=2 if args.quiet else "auto", **overrides)
+    state = "already trained; reused" if result.reused else f"trained in {result.seconds:.0f} s"
+    print(f"{args.model} ({args.profile}): {state}; best val_accuracy {result.best_val_accuracy:.4f} at epoch "
+          f"{result.best_epoch}; best model {result.best_model}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    _quiet_tensorflow()
+    from .evaluate import evaluate_model
+
+    evaluation = evaluate_model(args.model, args.split, args.data, tta=args.tta, reps=args.bootstrap)
+    print(json.dumps(evaluation.to_dict(), indent=1) if args.json else evaluation.summary())
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from .predict import predict_files
+    from .train import load_model
+
+    results = predict_files(load_model(args.model), args.model, args.images)
+    if args.json:
+        _print_json([r.__dict__ for r in results])
+    for r in results:
+        if r.error:
+            print(f"malaria predict: {r.path}: cannot be scored: {r.error}", file=sys.stderr)
+        elif not args.json:
+            print(f"{r.path}\t{r.label}\tP(Parasitized)={r.probability:.4f}")
+    return 0 if any(r.error is None for r in results) else 2
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    _quiet_tensorflow()
+    import numpy as np
+
+    from .evaluate import read_card
+    from .export import compare_exports, export_tflite
+    from .pipeline import load_images, read_part
+
+    card = read_card(args.model)
+    sample = read_part(args.split, "train").paths[:: max(1, len(read_part(args.split, "train")) // 200)][:200]
+    representative = load_images(sample, int(card["input_size"]), card.get("resize", "bilinear")).astype(np.float32) / 255
+    paths = export_tflite(args.model, args.out, representative)
+    rows = compare_exports(args.model, paths, args.split)
+    if args.json:
+        _print_json(rows)
+        return
+    for row in rows:
+        print(f"{row['format']:<15} {row['bytes'] / 1024:>8.0f} KiB  test accuracy {row['accuracy']:.4f}  {row['path']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="malaria", description="Malaria cell classification: data, models, evaluation.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -129,8 +185,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patients", type=int, default=20, help="number of synthetic patients (default 20)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    p = add("train", cmd_train, "Train a model on a split with its recipe (tutorial A's, tutorial B's or ours).")
+    p.add_argument("--model", default=None, help="tutorial_a, tutorial_b or malarianet (default: malarianet)")
+    p.add_argument("--profile", default="cpu", help="full (tutorials' settings, GPU), cpu (default) or smoke")
+    p.add_argument("--split", required=True, help="a split folder made by `malaria split`")
+    p.add_argument("--out", required=True, help="folder for the run (best.keras, history, settings)")
+    p.add_argument("--seed", type=int, default=config.SEED)
+    p.add_argument("--epochs", type=int, help="override the profile's number of epochs")
+    p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
+    p.add_argument("--max-train-images", type=int, help="train on a class-balanced sample of at most N cells")
+    p.add_argument("--resume", help="continue from this .keras checkpoint (a run resumes its own last.keras by itself)")
+    p.add_argument("--force", action="store_true", help="replace another run in --out and start over")
+    p.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+
+    p = add("evaluate", cmd_evaluate, "Score a model on a split's test part or on a data folder, with intervals.")
+    p.add_argument("--model", required=True, help="a .keras file (its threshold is read from the .json beside it)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--split", help="a split folder: its test part is scored")
+    where.add_argument("--data", help="any folder in the NIH layout, e.g. cells of new patients")
+    p.add_argument("--tta", action="store_true", help="average over the 8 flips and right-angle rotations")
+    p.add_argument("--bootstrap", type=int, default=1000, help="patient bootstrap resamples for the intervals")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = add("predict", cmd_predict, "Label image files (any size or mode) as Parasitized or Uninfected.")
+    p.add_argument("images", nargs="+", help="image files or folders of PNGs")
+    p.add_argument("--model", required=True, help="a .keras file")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+
+    p = add("export", cmd_export, "Export a model to TensorFlow Lite (float16, int8) and compare their accuracy.")
+    p.add_argument("--model", required=True, help="a .keras file")
+    p.add_argument("--split", required=True, help="split whose train part calibrates int8 and whose test part scores")
+    p.add_argument("--out", required=True, help="folder for the .tflite files")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+
     p = add("models", cmd_models, "List the model architectures with their input size and parameter count.")
     p.add_argument("--json", action="store_true", help="print one JSON list")
+
+    from .series import register_series_commands  # run, html, badges: the notebook series
+
+    register_series_commands(sub)
     return parser
 
 
@@ -139,15 +232,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "data_dir", "unset") is None:
         args.data_dir = config.default_data_dir()
+    if args.command == "train" and args.model is None:
+        from .models import DEFAULT_MODEL
+
+        args.model = DEFAULT_MODEL
     try:
-        args.func(args)
+        status = args.func(args)
     except MalariaError as exc:
         print(f"malaria {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"malaria {args.command}: interrupted; run it again to continue.", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -25,13 +25,17 @@ class CellRecord:
     patient: str | None
 
 
-def cell_dir_of(data_dir: str | Path) -> Path:
-    """Accept either DATA_DIR (holding cell_images/) or the cell_images folder itself."""
+def cell_dir_of(data_dir: str | Path, require_all: bool = True) -> Path:
+    """Accept either DATA_DIR (holding cell_images/) or the cell_images folder itself.
+
+    Training needs both class folders; scoring new cells (`require_all=False`) needs one.
+    """
     data_dir = Path(data_dir)
     if not data_dir.exists():
         raise MalariaError(f"The data folder {data_dir} does not exist; run `malaria fetch` first or check --data-dir.")
+    found = all if require_all else any
     for candidate in (data_dir / "cell_images", data_dir):
-        if all((candidate / c).is_dir() for c in config.CLASSES):
+        if found((candidate / c).is_dir() for c in config.CLASSES):
             return candidate
     missing = [c for c in config.CLASSES if not (data_dir / "cell_images" / c).is_dir() and not (data_dir / c).is_dir()]
     raise MalariaError(
@@ -40,18 +44,22 @@ def cell_dir_of(data_dir: str | Path) -> Path:
     )
 
 
-def list_cells(data_dir: str | Path) -> tuple[list[CellRecord], list[dict[str, str]]]:
+def list_cells(data_dir: str | Path, require_all: bool = True) -> tuple[list[CellRecord], list[dict[str, str]]]:
     """Every PNG cell of a folder in the NIH layout, sorted, and the files that are not cells."""
-    cell_dir = cell_dir_of(data_dir)
+    cell_dir = cell_dir_of(data_dir, require_all)
     cells: list[CellRecord] = []
     skipped: list[dict[str, str]] = []
     for label in config.CLASSES:
+        if not (cell_dir / label).is_dir():
+            continue
         for path in sorted((cell_dir / label).iterdir()):
             if path.is_file() and path.suffix.lower() in config.IMAGE_SUFFIXES:
                 cells.append(CellRecord(path, label, patient_id(path.name)))
             elif path.name != MARKER:
                 skipped.append({"path": str(path.relative_to(cell_dir.parent)), "reason": "not a .png file"})
-    for label in config.CLASSES:
+    if not cells:
+        raise MalariaError(f"{cell_dir} holds no PNG cell image; check the folder.")
+    for label in config.CLASSES if require_all else ():
         if not any(c.label == label for c in cells):
             raise MalariaError(f"The {label} folder in {cell_dir} holds no PNG image; fetch the data again.")
     return cells, skipped

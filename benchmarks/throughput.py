@@ -1,0 +1,630 @@
+"""Training throughput on a 2-core CPU: an old Keras 2 style loader, our tf.data pipeline, and the bound.
+
+For each model (tutorial_a, tutorial_b, malarianet), at the input size and batch size of its
+`cpu` recipe and compiled with `malaria_lib.train.compile_model`, on the train part of a patient
+split (seed 1337), this measures images per second of `model.fit` fed by:
+
+  old_loader          a `keras.utils.PyDataset` in the manner of Keras 2's `flow_from_directory`:
+                      every epoch each PNG is opened and decoded with Pillow, resized (nearest),
+                      rescaled by 1/255 and augmented per image in NumPy/Pillow; no cache.
+  pipeline            `malaria_lib.pipeline.make_dataset(..., training=True, augment=...)`: its first
+                      epoch (decode, resize and fill the cache) is timed whole, then a fixed number of
+                      steps from the cache.
+  bound_no_augment    the same training step on pre-decoded, pre-resized float32 arrays in memory.
+  bound_with_augment  the same, with the recipe's augmentation layers applied to the in-memory
+                      batches: the pipeline's own work without the I/O (the bound it is judged by).
+
+Speeds are medians over windows of --window steps taken after --warmup steps; the peak resident
+set size is sampled by a background thread during each measurement. With --time-to-95 it also
+trains malarianet with its cpu recipe and reports the wall-clock seconds until the validation
+accuracy first reaches 0.95. Results go to a JSON file (default benchmarks/results/throughput.json)
+and a short table is printed at the end.
+
+    python benchmarks/throughput.py --data-dir /tmp/bench_data --source ../shared/data/malaria_cells_dev.zip
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import PIL  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from malaria_lib import config  # noqa: E402
+from malaria_lib.augment import build_augmentation  # noqa: E402
+from malaria_lib.fetch import MARKER  # noqa: E402
+from malaria_lib.models import build_model  # noqa: E402
+from malaria_lib.pipeline import SplitPart, load_images, make_dataset, read_part  # noqa: E402
+from malaria_lib.recipes import get_recipe  # noqa: E402
+from malaria_lib.split import make_split  # noqa: E402
+from malaria_lib.train import compile_model, versions  # noqa: E402
+
+try:  # psutil is optional: without it RSS comes from /proc and the others' CPU share is not reported
+    import psutil
+except ImportError:  # pragma: no cover - depends on the environment
+    psutil = None
+
+MODELS = ("tutorial_a", "tutorial_b", "malarianet")
+KINDS = ("old_loader", "pipeline", "bound_no_augment", "bound_with_augment")
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "throughput.json"
+GOAL = 0.90  # the pipeline should reach at least 90% of the bound
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def rss_bytes() -> int | None:
+    """Resident set size of this process now."""
+    if psutil is not None:
+        return psutil.Process().memory_info().rss
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak RSS so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+class Monitor:
+    """Samples RSS every `interval` s in a thread; also the CPU share other processes took meanwhile."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+        self._stop = threading.Event()
+
+    def __enter__(self) -> Monitor:
+        self.start_rss = self.peak_rss = rss_bytes() or 0
+        self._wall = time.perf_counter()
+        if psutil is not None:
+            self._system = psutil.cpu_times()
+            self._own = psutil.Process().cpu_times()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_rss = max(self.peak_rss, rss_bytes() or 0)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_rss = max(self.peak_rss, rss_bytes() or 0)
+        self.wall = time.perf_counter() - self._wall
+        self.others_cpu_share = None
+        if psutil is not None:
+            system, own = psutil.cpu_times(), psutil.Process().cpu_times()
+            busy = sum(getattr(system, f) - getattr(self._system, f) for f in ("user", "nice", "system", "irq", "softirq")
+                       if hasattr(system, f))
+            mine = (own.user - self._own.user) + (own.system - self._own.system)
+            self.others_cpu_share = max(0.0, busy - mine) / (self.wall * (os.cpu_count() or 1))
+
+    def report(self) -> dict:
+        return {"peak_rss_mb": self.peak_rss / 2**20, "rss_growth_mb": (self.peak_rss - self.start_rss) / 2**20,
+                "others_cpu_share": self.others_cpu_share}
+
+
+class StepClock(keras.callbacks.Callback):
+    """perf_counter at the start of fit and at the end of every training step."""
+
+    def __init__(self):
+        super().__init__()
+        self.begin = 0.0
+        self.ends: list[float] = []
+
+    def on_train_begin(self, logs=None):
+        self.begin = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ends.append(time.perf_counter())
+
+
+def speed(ends: list[float], sizes: list[int], first: int, count: int, window: int) -> dict:
+    """Images/s over steps first..first+count-1: median of windows of `window` steps, plus mean and median step."""
+    if first < 1 or first + count > len(ends):
+        raise ValueError(f"timed steps {first}..{first + count - 1} are outside the {len(ends)} steps run")
+    stamps = np.asarray(ends[first - 1:first + count])
+    images = np.asarray(sizes[first:first + count], dtype=float)
+    n_windows = max(1, count // max(1, window))
+    rates = []
+    for chunk in np.array_split(np.arange(count), n_windows):
+        rates.append(images[chunk].sum() / (stamps[chunk[-1] + 1] - stamps[chunk[0]]))
+    durations = np.diff(stamps)
+    return {"images_per_s": float(statistics.median(rates)),
+            "images_per_s_mean": float(images.sum() / (stamps[-1] - stamps[0])),
+            "images_per_s_from_median_step": float(np.median(images) / np.median(durations)),
+            "window_images_per_s": [float(r) for r in rates],
+            "median_step_s": float(np.median(durations)), "timed_steps": count, "timed_images": int(images.sum())}
+
+
+# --------------------------------------------------------------------------- the old-style loader
+
+
+def _affine(image: Image.Image, matrix: np.ndarray, size: int) -> Image.Image:
+    """Apply a 2x2 output-to-input matrix about the image centre (as ImageDataGenerator did), bilinear."""
+    centre = np.array([size / 2, size / 2])
+    offset = centre - matrix @ centre
+    data = (matrix[0, 0], matrix[0, 1], offset[0], matrix[1, 0], matrix[1, 1], offset[1])
+    return image.transform((size, size), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR)
+
+
+def augment_tutorial_a(image: Image.Image, rng: np.random.Generator, size: int) -> np.ndarray:
+    """ImageDataGenerator(shear_range=0.2, zoom_range=0.2, horizontal_flip=True): shear in degrees, zoom per axis."""
+    shear = math.radians(rng.uniform(-0.2, 0.2))
+    zx, zy = rng.uniform(0.8, 1.2, 2)
+    matrix = np.array([[1.0, -math.sin(shear)], [0.0, math.cos(shear)]]) @ np.diag([zx, zy])
+    image = _affine(image, matrix, size)
+    if rng.random() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return np.asarray(image, dtype=np.float32) * (1 / 255)
+
+
+def augment_ours(image: Image.Image, rng: np.random.Generator, size: int) -> np.ndarray:
+    """malaria_lib's `our_augmentation` done per image: flips, any rotation, zoom 0.9-1.1, colour jitter."""
+    from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
+
+    angle, zoom = rng.uniform(-math.pi, math.pi), rng.uniform(0.9, 1.1)
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    image = _affine(image, zoom * rotation, size)
+    if rng.random() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if rng.random() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    x = np.asarray(image, dtype=np.float32) * (1 / 255)
+    x = x + rng.uniform(-0.1, 0.1)  # brightness
+    mean = x.mean(axis=(0, 1), keepdims=True)
+    x = (x - mean) * rng.uniform(0.9, 1.1) + mean  # contrast
+    hsv = rgb_to_hsv(np.clip(x, 0.0, 1.0))
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-0.05, 0.05)) % 1.0  # hue
+    f = rng.uniform(0.4, 0.6)
+    hsv[..., 1] = np.clip(hsv[..., 1] * (f / (1 - f)), 0.0, 1.0)  # saturation
+    return hsv_to_rgb(hsv).astype(np.float32)
+
+
+OLD_AUGMENT = {None: None, "tutorial_a": augment_tutorial_a, "ours": augment_ours}
+
+
+class OldStyleLoader(keras.utils.PyDataset):
+    """flow_from_directory's work, every epoch: open, decode, resize (nearest), rescale, augment; no cache.
+
+    With workers=1 Keras runs it in one background thread (tf.data.from_generator + prefetch), as
+    Keras 2's fit_generator did with its default single worker. `length` lets a short data set
+    serve more steps than one epoch (batches wrap around).
+    """
+
+    def __init__(self, part: SplitPart, size: int, batch_size: int, augment: str | None, seed: int,
+                 length: int | None = None, workers: int = 1):
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=10)
+        self.part, self.size, self.batch_size, self.seed = part, size, batch_size, seed
+        self.augment = OLD_AUGMENT[augment]
+        self.n_batches = math.ceil(len(part) / batch_size)
+        self.length = max(length or 0, self.n_batches)
+        self.epoch = 0
+        self.order = np.random.default_rng((seed, 0)).permutation(len(part))
+
+    def __len__(self) -> int:
+        return self.length
+
+    def batch_len(self, index: int) -> int:
+        j = index % self.n_batches
+        return min(self.batch_size, len(self.part) - j * self.batch_size)
+
+    def __getitem__(self, index: int):
+        j = index % self.n_batches
+        chosen = self.order[j * self.batch_size:(j + 1) * self.batch_size]
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        x = np.empty((len(chosen), self.size, self.size, 3), np.float32)
+        for k, i in enumerate(chosen):
+            with Image.open(self.part.paths[i]) as opened:
+                image = opened.convert("RGB") if opened.mode != "RGB" else opened.copy()
+            image = image.resize((self.size, self.size), Image.Resampling.NEAREST)
+            if self.augment is None:
+                x[k] = np.asarray(image, dtype=np.float32) * (1 / 255)
+            else:
+                x[k] = self.augment(image, rng, self.size)
+        y = np.eye(len(config.CLASSES), dtype=np.float32)[self.part.labels[chosen]]
+        return x, y
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self.order = np.random.default_rng((self.seed, self.epoch)).permutation(len(self.part))
+
+
+# --------------------------------------------------------------------------- the measurements
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """keras.utils.set_random_seed, plus op determinism when asked (malaria_lib.train does so on a CPU)."""
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def subsample(part: SplitPart, limit: int | None, seed: int) -> SplitPart:
+    """At most `limit` cells, a seeded sample in the split's order."""
+    if limit is None or len(part) <= limit:
+        return part
+    keep = np.sort(np.random.default_rng(seed).choice(len(part), size=limit, replace=False))
+    return SplitPart([part.paths[i] for i in keep], part.labels[keep], [part.patients[i] for i in keep])
+
+
+def batch_sizes(n_images: int, batch_size: int, steps: int) -> list[int]:
+    """Sizes of `steps` batches of a data set of n_images that is batched per epoch and repeated."""
+    per_epoch = [batch_size] * (n_images // batch_size) + ([n_images % batch_size] if n_images % batch_size else [])
+    return [per_epoch[i % len(per_epoch)] for i in range(steps)]
+
+
+def fit_and_time(model_name: str, recipe, make_data, total_steps: int, steps_per_epoch: int, args) -> tuple:
+    """Build and compile a fresh model, fit it for total_steps on make_data(); return (clock, monitor report)."""
+    seed_everything(args.seed, args.deterministic)
+    with Monitor() as monitor:
+        data = make_data()
+        model = compile_model(build_model(model_name, recipe.input_size), recipe, steps_per_epoch)
+        clock = StepClock()
+        model.fit(data, epochs=1, steps_per_epoch=total_steps, callbacks=[clock], verbose=0, shuffle=False)
+    report = monitor.report()
+    report["seconds"] = monitor.wall
+    del model, data
+    keras.backend.clear_session()
+    gc.collect()
+    return clock, report
+
+
+def measure_old_loader(name, recipe, part, args, steps_per_epoch):
+    total = args.warmup + args.steps
+    loader = OldStyleLoader(part, recipe.input_size, recipe.batch_size, recipe.augment, args.seed, length=total,
+                            workers=args.loader_workers)
+    clock, report = fit_and_time(name, recipe, lambda: loader, total, steps_per_epoch, args)
+    sizes = [loader.batch_len(i) for i in range(total)]
+    report.update(speed(clock.ends, sizes, args.warmup, args.steps, args.window))
+    report.update(warmup_steps=args.warmup, loader_workers=args.loader_workers)
+    return report
+
+
+def measure_pipeline(name, recipe, part, args, steps_per_epoch):
+    n_batches = math.ceil(len(part) / recipe.batch_size)
+    timed = n_batches - args.warmup if args.full_epoch else args.steps
+    if timed < 1:
+        raise SystemExit(f"--full-epoch needs more than --warmup ({args.warmup}) batches per epoch; "
+                         f"this data has {n_batches}.")
+    total = n_batches + args.warmup + timed
+
+    def data():
+        augment = build_augmentation(recipe.augment, args.seed)
+        return make_dataset(part, recipe.input_size, recipe.batch_size, training=True, augment=augment,
+                            resize=recipe.resize, seed=args.seed).repeat()
+
+    clock, report = fit_and_time(name, recipe, data, total, steps_per_epoch, args)
+    sizes = batch_sizes(len(part), recipe.batch_size, total)
+    first = clock.ends[n_batches - 1] - clock.begin
+    report.update(speed(clock.ends, sizes, n_batches + args.warmup, timed, args.window))
+    report.update(warmup_steps=args.warmup, first_epoch_seconds=first, first_epoch_images=len(part),
+                  first_epoch_images_per_s=len(part) / first,
+                  steady_epoch_seconds_measured=(clock.ends[2 * n_batches - 1] - clock.ends[n_batches - 1]
+                                                 if args.full_epoch else None))
+    return report
+
+
+def measure_bound(name, recipe, part, args, steps_per_epoch, augment: bool):
+    total = args.warmup + args.steps
+    count = min(len(part), max(recipe.batch_size, total * recipe.batch_size))  # no I/O: how many distinct cells matters not
+
+    def data():
+        x = load_images(part.paths[:count], recipe.input_size, recipe.resize).astype(np.float32) / 255.0
+        y = np.eye(len(config.CLASSES), dtype=np.float32)[part.labels[:count]]
+        dataset = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(recipe.batch_size)
+        layers = build_augmentation(recipe.augment, args.seed) if augment else None
+        if layers is not None:
+            dataset = dataset.map(lambda a, b: (tf.clip_by_value(layers(a, training=True), 0.0, 1.0), b),
+                                  num_parallel_calls=tf.data.AUTOTUNE)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    clock, report = fit_and_time(name, recipe, data, total, steps_per_epoch, args)
+    report.update(speed(clock.ends, [recipe.batch_size] * total, args.warmup, args.steps, args.window))
+    report.update(warmup_steps=args.warmup, distinct_images=count)
+    return report
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Wall-clock seconds since `start` and the metrics at every epoch end; stops once the target is met."""
+
+    def __init__(self, start: float, target: float, stop: bool):
+        super().__init__()
+        self.start, self.target, self.stop = start, target, stop
+        self.epochs: list[dict] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.epochs.append({"epoch": epoch + 1, "seconds": time.perf_counter() - self.start,
+                            **{k: float(logs[k]) for k in ("accuracy", "val_accuracy", "loss", "val_loss") if k in logs}})
+        if self.stop and logs.get("val_accuracy", 0.0) >= self.target:
+            self.model.stop_training = True
+
+
+def time_to_target(split_dir: Path, args) -> dict:
+    """Train malarianet with its cpu recipe as malaria_lib.train does (without checkpoint files) until val_accuracy >= target."""
+    overrides = {"epochs": args.t95_epochs} if args.t95_epochs else {}
+    recipe = get_recipe("malarianet", "cpu", **overrides)
+    train_part, val_part = read_part(split_dir, "train"), read_part(split_dir, "val")
+    steps = math.ceil(len(train_part) / recipe.batch_size)
+    seed_everything(args.seed, args.deterministic)
+    with Monitor() as monitor:
+        start = time.perf_counter()
+        augment = build_augmentation(recipe.augment, args.seed)
+        train_data = make_dataset(train_part, recipe.input_size, recipe.batch_size, training=True, augment=augment,
+                                  resize=recipe.resize, seed=args.seed)
+        val_data = make_dataset(val_part, recipe.input_size, recipe.batch_size, resize=recipe.resize)
+        model = compile_model(build_model("malarianet", recipe.input_size), recipe, steps)
+        log = EpochLog(start, args.t95_target, stop=not args.t95_full)
+        model.fit(train_data, validation_data=val_data, epochs=recipe.epochs, callbacks=[log], verbose=0, shuffle=False)
+    reached = next((e for e in log.epochs if e.get("val_accuracy", 0.0) >= args.t95_target), None)
+    result = {"model": "malarianet", "profile": "cpu", "target_val_accuracy": args.t95_target,
+              "recipe_epochs": recipe.epochs, "train_images": len(train_part), "val_images": len(val_part),
+              "reached": reached is not None, "seconds": reached["seconds"] if reached else None,
+              "epoch": reached["epoch"] if reached else None,
+              "best_val_accuracy": max((e.get("val_accuracy", 0.0) for e in log.epochs), default=None),
+              "stopped_at_target": not args.t95_full, "epochs": log.epochs, **monitor.report()}
+    del model, train_data, val_data
+    keras.backend.clear_session()
+    gc.collect()
+    return result
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def machine_facts() -> dict:
+    facts = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "machine": platform.machine(),
+             "processor": platform.processor() or None, **versions(), "pillow": PIL.__version__,
+             "psutil": getattr(psutil, "__version__", None),
+             "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    if psutil is not None:
+        facts["memory_total_gb"] = psutil.virtual_memory().total / 2**30
+    try:
+        with open("/proc/cpuinfo") as handle:
+            facts["cpu_model"] = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")),
+                                      None)
+    except OSError:
+        pass
+    return facts
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def wait_for_idle(max_load: float, max_wait: float, say) -> dict:
+    """Poll the 1-minute load average until it is below max_load or max_wait seconds have passed."""
+    started, checks = time.monotonic(), []
+    while True:
+        load = load_average()
+        checks.append(load[0] if load else None)
+        if load is None or load[0] < max_load or time.monotonic() - started >= max_wait:
+            break
+        say(f"load average {load[0]:.2f} >= {max_load}; waiting (up to {max_wait - (time.monotonic() - started):.0f} s more)")
+        time.sleep(min(60.0, max(1.0, max_wait - (time.monotonic() - started))))
+    return {"max_load": max_load, "max_wait_s": max_wait, "waited_s": time.monotonic() - started,
+            "idle": load is None or load[0] < max_load, "load_checks": checks}
+
+
+def prepare_data(args, say) -> tuple[Path, dict]:
+    """Fetch the source into --data-dir when asked, make the patient split, describe the data."""
+    data_dir = Path(args.data_dir)
+    if args.source:
+        from malaria_lib.fetch import fetch
+
+        say(f"fetching {args.source} into {data_dir}")
+        fetch(args.source, data_dir, progress=False)
+    split_dir = Path(args.split_dir)
+    result = make_split(data_dir, split_dir, "patient", (0.7, 0.15, 0.15), seed=args.split_seed)
+    cell_dir = data_dir / "cell_images" if (data_dir / "cell_images").is_dir() else data_dir
+    try:
+        marker = json.loads((cell_dir / MARKER).read_text())
+    except (OSError, ValueError):
+        marker = {}
+    description = {"data_dir": str(data_dir.resolve()), "source": args.source or marker.get("source"),
+                   "source_sha256": marker.get("sha256"), "images": sum(sum(c.values()) for c in result.counts.values()),
+                   "split": {"strategy": "patient", "ratios": [0.7, 0.15, 0.15], "seed": args.split_seed,
+                             "counts": result.counts, "patients": result.patients}}
+    return split_dir, description
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data-dir", default=str(config.default_data_dir()),
+                        help="folder holding cell_images/ (filled from --source when given)")
+    parser.add_argument("--source", help="zip, URL or folder to `malaria fetch` into --data-dir first")
+    parser.add_argument("--split-dir", help="where to make the patient split (default: a temporary folder)")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON file to write")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--max-images", type=int, help="use at most this many train images (default: all)")
+    parser.add_argument("--steps", type=int, default=30, help="timed training steps per measurement")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps before them (graph tracing, buffers)")
+    parser.add_argument("--window", type=int, default=10, help="steps per window; the speed is the median window")
+    parser.add_argument("--full-epoch", action="store_true",
+                        help="time a whole cached epoch of the pipeline after the first (slower)")
+    parser.add_argument("--loader-workers", type=int, default=1,
+                        help="threads of the old loader (1 = Keras 2's fit_generator default)")
+    parser.add_argument("--no-determinism", dest="deterministic", action="store_false",
+                        help="skip tf op determinism (malaria_lib.train enables it on a CPU, so it is on by default)")
+    parser.add_argument("--time-to-95", action="store_true", help="also train malarianet (cpu recipe) to 95%% val accuracy")
+    parser.add_argument("--t95-target", type=float, default=0.95, help=argparse.SUPPRESS)
+    parser.add_argument("--t95-epochs", type=int, help="override the recipe's epochs for --time-to-95 (tests)")
+    parser.add_argument("--t95-full", action="store_true", help="run all epochs instead of stopping at the target")
+    parser.add_argument("--max-load", type=float, default=1.0, help="1-minute load average regarded as idle")
+    parser.add_argument("--wait-for-idle", type=float, default=0.0, metavar="SECONDS",
+                        help="wait up to this long for the load to drop below --max-load before measuring")
+    parser.add_argument("--seed", type=int, default=config.SEED)
+    parser.add_argument("--split-seed", type=int, default=1337)
+    parser.add_argument("--quiet", action="store_true", help="print only the final table")
+    args = parser.parse_args(argv)
+    for name in ("steps", "window", "loader_workers"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.warmup < 1:
+        parser.error("--warmup must be at least 1 (the first step traces the graph)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    tf.get_logger().setLevel("ERROR")  # e.g. the retracing warning: every measurement builds a fresh model
+    say = (lambda message: None) if args.quiet else (lambda message: print(f"[throughput] {message}", file=sys.stderr,
+                                                                             flush=True))
+    started = time.perf_counter()
+    idle = wait_for_idle(args.max_load, args.wait_for_idle, say)
+    scratch = None
+    if args.split_dir is None:
+        scratch = tempfile.mkdtemp(prefix="throughput-split-")
+        args.split_dir = str(Path(scratch) / "split")
+    try:
+        results = run(args, idle, say, started)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1, default=float) + "\n")
+    print(format_table(results))
+    say(f"wrote {out}")
+    return results
+
+
+def run(args: argparse.Namespace, idle: dict, say, started: float) -> dict:
+    load_before = load_average()
+    split_dir, data = prepare_data(args, say)
+    full_train = read_part(split_dir, "train")
+    part = subsample(full_train, args.max_images, args.seed)
+    data.update(train_images_in_split=len(full_train), train_images_used=len(part))
+    say(f"{len(part)} train images ({len(full_train)} in the split); load average {load_before}")
+    results: dict = {
+        "benchmark": "throughput",
+        "settings": {k: v for k, v in vars(args).items() if k not in ("quiet",)},
+        "machine": machine_facts(),
+        "load": {"before": load_before, "wait": idle},
+        "data": data,
+        "models": {},
+    }
+    for name in args.models:
+        recipe = get_recipe(name, "cpu")
+        steps_per_epoch = math.ceil(len(full_train) / recipe.batch_size)
+        entry: dict = {"recipe": recipe.to_dict(), "input_size": recipe.input_size, "batch_size": recipe.batch_size,
+                       "augment": recipe.augment, "resize": recipe.resize, "cpu_profile_epochs": recipe.epochs,
+                       "load_at_start": load_average()}
+        say(f"{name}: old-style loader")
+        entry["old_loader"] = measure_old_loader(name, recipe, part, args, steps_per_epoch)
+        say(f"{name}: in-memory bound without augmentation")
+        entry["bound_no_augment"] = measure_bound(name, recipe, part, args, steps_per_epoch, augment=False)
+        if recipe.augment is None:
+            entry["bound_with_augment"] = {**entry["bound_no_augment"], "same_as": "bound_no_augment",
+                                           "note": "the recipe has no augmentation"}
+        else:
+            say(f"{name}: in-memory bound with augmentation")
+            entry["bound_with_augment"] = measure_bound(name, recipe, part, args, steps_per_epoch, augment=True)
+        say(f"{name}: our pipeline (first epoch fills the cache)")
+        entry["pipeline"] = measure_pipeline(name, recipe, part, args, steps_per_epoch)
+        entry.update(summarise(entry, len(full_train), len(part), recipe.epochs))
+        say(f"{name}: " + ", ".join(f"{k} {entry[k]['images_per_s']:.1f} img/s" for k in KINDS))
+        results["models"][name] = entry
+    if args.time_to_95:
+        say(f"time to {args.t95_target:.0%}: training malarianet with the cpu recipe")
+        results["time_to_95"] = time_to_target(split_dir, args)
+    else:
+        results["time_to_95"] = None
+    results["load"]["after"] = load_average()
+    results["peak_rss_mb_process"] = peak_rss_bytes() / 2**20
+    results["total_seconds"] = time.perf_counter() - started
+    return results
+
+
+def summarise(entry: dict, n_full: int, n_used: int, epochs: int) -> dict:
+    """Ratios, the goal check and epoch times for one model."""
+    rate = {k: entry[k]["images_per_s"] for k in KINDS}
+    pipeline = entry["pipeline"]
+    first_full = pipeline["first_epoch_seconds"] * n_full / n_used  # decoding scales with the number of images
+    steady = n_full / rate["pipeline"]
+    return {
+        "ratios": {"pipeline_over_bound": rate["pipeline"] / rate["bound_with_augment"],
+                   "pipeline_over_bound_no_augment": rate["pipeline"] / rate["bound_no_augment"],
+                   "pipeline_over_old_loader": rate["pipeline"] / rate["old_loader"],
+                   "augment_cost": 1 - rate["bound_with_augment"] / rate["bound_no_augment"]},
+        "within_10pct_of_bound": rate["pipeline"] >= GOAL * rate["bound_with_augment"],
+        "epoch_seconds": {
+            "train_images": n_full,
+            "estimated": {k: n_full / rate[k] for k in KINDS},
+            "pipeline_first_epoch_measured": pipeline["first_epoch_seconds"],
+            "pipeline_first_epoch_images": n_used,
+            "pipeline_steady_epoch_measured": pipeline["steady_epoch_seconds_measured"],
+            "cpu_profile_training_estimate": {  # training steps only: no validation, no checkpoints
+                "pipeline": first_full + (epochs - 1) * steady,
+                "old_loader": epochs * n_full / rate["old_loader"],
+            },
+        },
+    }
+
+
+def format_table(results: dict) -> str:
+    rows = [("model", "old img/s", "pipe img/s", "1st ep img/s", "bound", "bound+aug", "b/c", "b/a",
+             "epoch s old/pipe/1st", "peak RSS MB a/b/c+aug")]
+    for name, m in results["models"].items():
+        e = m["epoch_seconds"]
+        rows.append((
+            name, f"{m['old_loader']['images_per_s']:.1f}", f"{m['pipeline']['images_per_s']:.1f}",
+            f"{m['pipeline']['first_epoch_images_per_s']:.1f}", f"{m['bound_no_augment']['images_per_s']:.1f}",
+            f"{m['bound_with_augment']['images_per_s']:.1f}",
+            f"{m['ratios']['pipeline_over_bound']:.2f}" + ("" if m["within_10pct_of_bound"] else "*"),
+            f"{m['ratios']['pipeline_over_old_loader']:.2f}x",
+            f"{e['estimated']['old_loader']:.0f}/{e['estimated']['pipeline']:.0f}/{e['pipeline_first_epoch_measured']:.0f}",
+            f"{m['old_loader']['peak_rss_mb']:.0f}/{m['pipeline']['peak_rss_mb']:.0f}/"
+            f"{m['bound_with_augment']['peak_rss_mb']:.0f}",
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+             for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    data, machine = results["data"], results["machine"]
+    lines.append(f"b/c = pipeline / in-memory bound with the same augmentation (* = below {GOAL:.0%}); "
+                 f"b/a = speed-up over the old loader; epoch s for {data['train_images_in_split']} train images.")
+    t95 = results.get("time_to_95")
+    if t95:
+        lines.append(f"time to {t95['target_val_accuracy']:.0%} val accuracy (malarianet, cpu): "
+                     + (f"{t95['seconds']:.0f} s at epoch {t95['epoch']}" if t95["reached"]
+                        else f"not reached in {len(t95['epochs'])} epochs (best {t95['best_val_accuracy']:.3f})"))
+    lines.append(f"{machine['cpu_count']} CPUs, TF {machine['tensorflow']}, load {results['load']['before']} -> "
+                 f"{results['load']['after']}; total {results['total_seconds']:.0f} s")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

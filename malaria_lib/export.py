@@ -1,0 +1,126 @@
+"""Export a trained model for phones and small devices: TensorFlow Lite, float16 and int8.
+
+The `.tflite` files run with LiteRT's interpreter (`ai-edge-litert`), because
+`tf.lite.Interpreter` is deprecated in TF 2.21.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .errors import MalariaError
+from .evaluate import POSITIVE, card_path
+
+KINDS = ("float16", "int8")
+
+
+def _converter(model: keras.Model, kind: str, representative: np.ndarray | None, scratch: Path) -> tf.lite.TFLiteConverter:
+    if kind == "float16":
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+        return converter
+    if representative is None or len(representative) == 0:
+        raise MalariaError("int8 export needs representative cells to calibrate; pass a split with a train part.")
+    # int8 calibration goes through a SavedModel (Keras 3's model.export), as the TF docs advise.
+    model.export(str(scratch / "saved"), verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(scratch / "saved"))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+    def batches():
+        for image in representative:
+            yield [image[None].astype(np.float32)]
+
+    converter.representative_dataset = batches
+    return converter
+
+
+def export_tflite(model_path: str | Path, out_dir: str | Path, representative: np.ndarray | None = None,
+                  kinds: tuple[str, ...] = KINDS) -> dict[str, Path]:
+    """Write `<stem>_<kind>.tflite` for each kind (plus the model card) and return their paths.
+
+    `representative`: a few hundred input images (float in [0, 1]) to calibrate int8 ranges.
+    """
+    from .train import load_model
+
+    model = load_model(model_path)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for kind in kinds:
+        if kind not in KINDS:
+            raise MalariaError(f"Unknown export kind '{kind}'; choose from {', '.join(KINDS)}.")
+        # Keras' export, which the converter calls, prints its signature listing on stdout.
+        with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(io.StringIO()):
+            blob = _converter(model, kind, representative, Path(scratch)).convert()
+        path = out_dir / f"{Path(model_path).stem}_{kind}.tflite"
+        path.write_bytes(blob)
+        if card_path(model_path).is_file():
+            shutil.copyfile(card_path(model_path), path.with_suffix(".json"))
+        paths[kind] = path
+    return paths
+
+
+class TFLiteModel:
+    """A `.tflite` file behind a small `predict` that matches Keras' for our use."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        path = Path(path)
+        if not path.is_file():
+            raise MalariaError(f"The TensorFlow Lite file {path} does not exist; export the model first.")
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        except ValueError as exc:
+            raise MalariaError(f"{path} is not a valid TensorFlow Lite model ({exc}); export it again.") from None
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.input_size = int(self.input["shape"][1])
+        self._batch = 0
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities for a batch of float images in [0, 1]."""
+        if self._batch != len(images):
+            self.interpreter.resize_tensor_input(self.input["index"], [len(images), *self.input["shape"][1:]])
+            self.interpreter.allocate_tensors()
+            self._batch = len(images)
+        self.interpreter.set_tensor(self.input["index"], images.astype(np.float32))
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output["index"])
+
+    def scores(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """P(Parasitized) for every image."""
+        parts = [self.predict(images[i:i + batch_size])[:, POSITIVE] for i in range(0, len(images), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def compare_exports(model_path: str | Path, paths: dict[str, Path], split_dir: str | Path) -> list[dict]:
+    """Size and test-split accuracy of the Keras model beside each exported file, at the model's threshold."""
+    from .evaluate import read_card
+    from .pipeline import load_images, read_part
+    from .train import load_model
+
+    model = load_model(model_path)
+    card = read_card(model_path, model)
+    test = read_part(split_dir, "test")
+    images = load_images(test.paths, int(model.input_shape[1]), card.get("resize", "bilinear")).astype(np.float32) / 255
+    truth = test.labels == POSITIVE
+    threshold = float(card.get("threshold", 0.5))
+    reference = model.predict(images, verbose=0)[:, POSITIVE]
+    rows = [{"format": "keras", "path": str(model_path), "bytes": Path(model_path).stat().st_size,
+             "accuracy": float(np.mean((reference >= threshold) == truth)), "max_score_change": 0.0}]
+    for kind, path in paths.items():
+        scores = TFLiteModel(path).scores(images)
+        rows.append({"format": f"tflite {kind}", "path": str(path), "bytes": path.stat().st_size,
+                     "accuracy": float(np.mean((scores >= threshold) == truth)),
+                     "max_score_change": float(np.max(np.abs(scores - reference)))})
+    return rows

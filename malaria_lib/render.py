@@ -1,0 +1,94 @@
+"""The executed series as a small static web site: one HTML page per chapter and an index.
+
+Readers who never run anything read this. Figures are embedded (data: URIs), links between
+chapters point at the .html pages, and every page links back to the index and its neighbours.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+from .errors import MalariaError
+
+TITLE = "Malaria cell classification"
+
+
+def chapter_title(nb) -> str:
+    """The first Markdown heading of a notebook (its chapter title), else its file name."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            match = re.search(r"^#+\s+(.+)$", cell.source, re.M)
+            if match:
+                return match.group(1).strip()
+    return nb.metadata.get("title", "untitled")
+
+
+def _nav(pages: list[tuple[str, str]], i: int) -> str:
+    links = ['<a href="index.html">All chapters</a>']
+    if i > 0:
+        links.append(f'<a href="{pages[i - 1][0]}">&larr; {html.escape(pages[i - 1][1])}</a>')
+    if i + 1 < len(pages):
+        links.append(f'<a href="{pages[i + 1][0]}">{html.escape(pages[i + 1][1])} &rarr;</a>')
+    return ('<nav class="malaria-nav" style="font-family:sans-serif;padding:.6em 1em;border-bottom:1px solid #ddd">'
+            + " &middot; ".join(links) + "</nav>")
+
+
+def render_html(build: str | Path) -> Path:
+    """Render BUILD/notebooks/*.ipynb to BUILD/html/ with an index.html; return the index path."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    build = Path(build)
+    sources = sorted((build / "notebooks").glob("*.ipynb"))
+    if not sources:
+        raise MalariaError(f"{build / 'notebooks'} holds no executed notebook; run `malaria run` first.")
+    out = build / "html"
+    out.mkdir(parents=True, exist_ok=True)
+    notebooks = [nbformat.read(p, as_version=4) for p in sources]
+    pages = [(p.stem + ".html", chapter_title(nb)) for p, nb in zip(sources, notebooks, strict=True)]
+    stems = {p.stem for p in sources}
+    exporter = HTMLExporter(template_name="lab")
+    for i, (nb, (page, title)) in enumerate(zip(notebooks, pages, strict=True)):
+        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+        # links between chapters ("02_splitting.ipynb#Section") go to the rendered pages
+        body = re.sub(r'href="(?:\./)?(\d\d_[\w-]+)\.ipynb(#[^"]*)?"',
+                      lambda m: f'href="{m.group(1)}.html{m.group(2) or ""}"' if m.group(1) in stems else m.group(0),
+                      body)
+        opening = re.search(r"<body[^>]*>", body)
+        if opening:
+            body = body[:opening.end()] + _nav(pages, i) + body[opening.end():]
+        (out / page).write_text(body, encoding="utf-8")
+    (out / "index.html").write_text(_index(pages, _timings(build)), encoding="utf-8")
+    return out / "index.html"
+
+
+def _timings(build: Path) -> dict:
+    try:
+        report = json.loads((build / "report.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {"profile": report.get("profile"), **report.get("timings", {})}
+
+
+def _index(pages: list[tuple[str, str]], timings: dict) -> str:
+    items = []
+    for page, title in pages:
+        seconds = timings.get(page.removesuffix(".html"))
+        when = f' <span class="t">({seconds:.0f} s)</span>' if isinstance(seconds, (int, float)) else ""
+        items.append(f'<li><a href="{page}">{html.escape(title)}</a>{when}</li>')
+    profile = timings.get("profile")
+    note = f"<p>Executed with the <code>{html.escape(str(profile))}</code> profile.</p>" if profile else ""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{TITLE}</title>
+<style>body{{font-family:sans-serif;max-width:46em;margin:2em auto;padding:0 1em;line-height:1.5}}
+.t{{color:#777}}</style></head>
+<body><h1>{TITLE}</h1>
+<p>A reproducible tutorial: detect malaria-infected red blood cells in microscope images with a
+convolutional network, evaluated on patients the model has never seen.</p>{note}
+<ol>
+{chr(10).join(items)}
+</ol></body></html>
+"""

@@ -1,0 +1,278 @@
+"""Training a model on a split: the tutorials' recipes and ours, reproducible and resumable.
+
+A run lives in one folder: `settings.json` (what was asked), `history.csv` / `history.json`
+(per-epoch metrics and seconds), `best.keras` (best validation accuracy), `last.keras` (the
+end of the latest epoch, optimizer state included, so an interrupted run resumes there) and
+`result.json` once finished.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import __version__, config
+from .augment import build_augmentation
+from .errors import MalariaError
+from .models import build_model
+from .pipeline import SplitPart, make_dataset, read_part
+from .recipes import Recipe, get_recipe
+
+RUN_FILES = ("settings.json", "history.csv", "history.json", "best.keras", "best.json", "last.keras", "result.json")
+
+
+@dataclass
+class TrainResult:
+    """Where a run's files are and what it reached."""
+
+    out_dir: Path
+    settings: dict
+    history: dict[str, list[float]]
+    best_epoch: int
+    best_val_accuracy: float
+    seconds: float
+    reused: bool = False
+
+    @property
+    def best_model(self) -> Path:
+        return self.out_dir / "best.keras"
+
+
+def versions() -> dict[str, str]:
+    """Versions that decide the numbers, recorded with every run and printed by every notebook."""
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "malaria_lib": __version__}
+
+
+def set_seed(seed: int = config.SEED, deterministic: bool | None = None) -> None:
+    """One seed for Python, NumPy and TensorFlow; deterministic ops on a CPU so runs repeat exactly."""
+    keras.utils.set_random_seed(seed)
+    if deterministic is None:
+        deterministic = not tf.config.list_physical_devices("GPU")
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def strategy_for_hardware() -> tf.distribute.Strategy:
+    """Several GPUs (a Kaggle 2xT4, a workstation): MirroredStrategy; otherwise the default strategy."""
+    gpus = tf.config.list_physical_devices("GPU")
+    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+
+
+def _optimizer(recipe: Recipe, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    rate: float | keras.optimizers.schedules.LearningRateSchedule = recipe.learning_rate
+    if recipe.schedule == "cosine":
+        total = max(1, recipe.epochs * steps_per_epoch)
+        warmup = min(steps_per_epoch, total // 4)
+        rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=recipe.learning_rate / 10, decay_steps=max(1, total - warmup), alpha=0.01,
+            warmup_target=recipe.learning_rate, warmup_steps=warmup)
+    if recipe.optimizer == "adam":
+        return keras.optimizers.Adam(rate)
+    if recipe.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(rate)
+    if recipe.optimizer == "adamw":
+        return keras.optimizers.AdamW(rate, weight_decay=recipe.weight_decay)
+    raise MalariaError(f"Unknown optimizer '{recipe.optimizer}'; use adam, rmsprop or adamw.")
+
+
+def compile_model(model: keras.Model, recipe: Recipe, steps_per_epoch: int) -> keras.Model:
+    """Apply a recipe's optimizer and loss; accuracy is the metric every tutorial reports."""
+    model.compile(
+        optimizer=_optimizer(recipe, steps_per_epoch),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _sample(part: SplitPart, limit: int | None, seed: int) -> SplitPart:
+    """At most `limit` cells, drawn per class in proportion, so quick profiles keep the balance."""
+    if limit is None or len(part) <= limit:
+        return part
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    for label in np.unique(part.labels):
+        members = np.flatnonzero(part.labels == label)
+        keep.extend(rng.choice(members, size=round(limit * len(members) / len(part)), replace=False))
+    keep.sort()
+    return SplitPart([part.paths[i] for i in keep], part.labels[keep], [part.patients[i] for i in keep])
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    """Adds each epoch's wall-clock seconds to the logs (and so to history.csv)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["seconds"] = time.perf_counter() - self._start
+
+
+def read_history(out_dir: str | Path) -> dict[str, list[float]]:
+    """history.csv as {column: values}; empty when no epoch has finished."""
+    path = Path(out_dir) / "history.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [float(r[key]) for r in rows] for key in (rows[0] if rows else {})}
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load a `.keras` file, with one clear sentence when it is missing or damaged."""
+    path = Path(path)
+    if not path.is_file():
+        raise MalariaError(f"The model file {path} does not exist; check the path or train a model first.")
+    try:
+        return keras.saving.load_model(path)
+    except Exception as exc:  # Keras raises many types for a damaged zip or config
+        raise MalariaError(
+            f"The model file {path} cannot be read ({type(exc).__name__}); it is damaged or not a Keras 3 "
+            ".keras file: delete it, or retrain."
+        ) from None
+
+
+def _result(out_dir: Path, settings: dict, seconds: float, reused: bool) -> TrainResult:
+    history = read_history(out_dir)
+    accuracy = history.get("val_accuracy", [])
+    best = int(np.argmax(accuracy)) if accuracy else -1
+    return TrainResult(out_dir, settings, history, best + 1, float(accuracy[best]) if accuracy else float("nan"),
+                       seconds, reused)
+
+
+def train(
+    model_name: str,
+    split_dir: str | Path,
+    out_dir: str | Path,
+    profile: str = "cpu",
+    *,
+    seed: int = config.SEED,
+    force: bool = False,
+    resume: str | Path | None = None,
+    verbose: int | str = "auto",
+    **overrides,
+) -> TrainResult:
+    """Train `model_name` on the train part of a split, keeping the best model by val_accuracy.
+
+    The same arguments again return the finished run instead of training twice; a run that
+    was interrupted continues from its `last.keras`; different settings in the same folder
+    are refused unless `force`.
+    """
+    recipe = get_recipe(model_name, profile, **overrides)
+    split_dir, out_dir = Path(split_dir), Path(out_dir)
+    train_part = _sample(read_part(split_dir, "train"), recipe.max_train_images, seed)
+    val_part = read_part(split_dir, "val")
+    settings = {"model": model_name, "profile": profile, "seed": seed, "split": str(split_dir.resolve()),
+                "recipe": recipe.to_dict(), "train_images": len(train_part), "val_images": len(val_part)}
+
+    if resume is not None:
+        load_model(resume)  # a damaged checkpoint is reported before anything else happens
+    initial_epoch, start_from = _prepare_folder(out_dir, settings, force, resume)
+    if initial_epoch >= recipe.epochs:
+        return _result(out_dir, settings, json.loads((out_dir / "result.json").read_text())["seconds"], True)
+
+    set_seed(seed)
+    augment = build_augmentation(recipe.augment, seed)
+    train_data = make_dataset(train_part, recipe.input_size, recipe.batch_size, training=True, augment=augment,
+                              resize=recipe.resize, seed=seed)
+    val_data = make_dataset(val_part, recipe.input_size, recipe.batch_size, resize=recipe.resize)
+    steps = math.ceil(len(train_part) / recipe.batch_size)
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    if gpu and profile == "full":
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    with strategy_for_hardware().scope():
+        if start_from is not None:
+            model = load_model(start_from)
+        else:
+            model = compile_model(build_model(model_name, recipe.input_size), recipe, steps)
+    history = read_history(out_dir)
+    best_so_far = max(history.get("val_accuracy", [float("-inf")]))
+    callbacks: list[keras.callbacks.Callback] = [
+        _EpochTimer(),
+        keras.callbacks.ModelCheckpoint(out_dir / "best.keras", monitor="val_accuracy", mode="max",
+                                        save_best_only=True, initial_value_threshold=best_so_far
+                                        if math.isfinite(best_so_far) else None),
+        keras.callbacks.ModelCheckpoint(out_dir / "last.keras"),
+        keras.callbacks.CSVLogger(out_dir / "history.csv", append=True),
+    ]
+    if recipe.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=recipe.early_stopping, mode="max"))
+    started = time.perf_counter()
+    model.fit(train_data, validation_data=val_data, epochs=recipe.epochs, initial_epoch=initial_epoch,
+              callbacks=callbacks, verbose=verbose, shuffle=False)  # tf.data shuffles
+    seconds = time.perf_counter() - started + sum(history.get("seconds", []))
+    result = _result(out_dir, settings, seconds, False)
+    write_model_card(out_dir / "best.keras", recipe, val_part)
+    (out_dir / "history.json").write_text(json.dumps(result.history, indent=1))
+    (out_dir / "result.json").write_text(json.dumps({
+        "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
+        "epochs_run": len(result.history.get("epoch", [])), "seconds": seconds, "versions": versions(),
+    }, indent=1))
+    return result
+
+
+def write_model_card(model_path: Path, recipe: Recipe, val_part: SplitPart) -> dict:
+    """Store beside the model how to feed it and its decision threshold, chosen on validation cells."""
+    from .evaluate import choose_threshold, predict_proba, write_card
+
+    card = {"model": recipe.model, "input_size": recipe.input_size, "resize": recipe.resize,
+            "classes": list(config.CLASSES), "positive_class": config.POSITIVE_CLASS}
+    scores = predict_proba(load_model(model_path), val_part, card)
+    positive = val_part.labels == config.CLASSES.index(config.POSITIVE_CLASS)
+    card.update(threshold=choose_threshold(positive.astype(int), scores),
+                threshold_from=f"validation cells ({len(val_part)}), Youden's J")
+    write_card(model_path, card)
+    return card
+
+
+def _prepare_folder(out_dir: Path, settings: dict, force: bool, resume: str | Path | None) -> tuple[int, Path | None]:
+    """Decide between a fresh start, a resume and a finished run; return (first epoch, model to resume)."""
+    try:
+        stored = json.loads((out_dir / "settings.json").read_text())
+    except (OSError, ValueError):
+        stored = None
+    if stored is not None and stored != settings and not force:
+        raise MalariaError(
+            f"{out_dir} holds another run ({stored.get('model')}, profile {stored.get('profile')}, seed "
+            f"{stored.get('seed')}); pass --force to replace it or choose another --out."
+        )
+    if stored is None and out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise MalariaError(f"{out_dir} is not empty and holds no training run; choose an empty or new --out folder.")
+    if force:
+        for name in RUN_FILES:
+            (out_dir / name).unlink(missing_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "settings.json").write_text(json.dumps(settings, indent=1))
+    except OSError as exc:
+        raise MalariaError(f"Cannot write to {out_dir} ({exc.strerror}); choose a writable --out.") from None
+    done = len(read_history(out_dir).get("epoch", []))
+    if resume is not None:
+        return done, Path(resume)
+    if (out_dir / "result.json").is_file():
+        return settings["recipe"]["epochs"], None  # finished (early stopping counts as finished)
+    if done and (out_dir / "last.keras").is_file():
+        return done, out_dir / "last.keras"
+    if done:  # epochs logged but no checkpoint to continue from: start over cleanly
+        (out_dir / "history.csv").unlink()
+    return 0, None
+
+
+def copy_best(result: TrainResult, target: str | Path) -> Path:
+    """Copy a run's best model elsewhere (e.g. into the series' models folder)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(result.best_model, target)
+    return target

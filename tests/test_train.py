@@ -1,0 +1,112 @@
+"""Training: smoke runs of every model, exact reproducibility, resume, and refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from malaria_lib.cli import main
+from malaria_lib.errors import MalariaError
+from malaria_lib.pipeline import decode_image, make_dataset, read_part
+from malaria_lib.recipes import get_recipe
+from malaria_lib.split import make_split
+from malaria_lib.train import load_model, read_history, train
+
+
+@pytest.fixture(scope="module")
+def split_dir(tmp_path_factory, synthetic_root):
+    out = tmp_path_factory.mktemp("split") / "s"
+    make_split(synthetic_root, out, "patient", (0.6, 0.2, 0.2), seed=1)
+    return out
+
+
+def test_pipeline_batches_and_reads_any_png_mode(tmp_path, split_dir):
+    from PIL import Image
+
+    part = read_part(split_dir, "train")
+    batch_x, batch_y = next(iter(make_dataset(part, 64, 8, training=True)))
+    assert batch_x.shape == (8, 64, 64, 3) and batch_y.shape == (8, 2)
+    assert 0.0 <= float(batch_x.numpy().min()) and float(batch_x.numpy().max()) <= 1.0
+    gray = tmp_path / "g.png"
+    Image.fromarray(np.full((30, 50), 120, np.uint8)).save(gray)
+    rgba = np.zeros((20, 20, 4), np.uint8)
+    rgba[..., 1] = 250
+    rgba[5:15, 5:15, 3] = 255
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    Image.fromarray((np.ones((20, 20)) * 40000).astype(np.uint16)).save(tmp_path / "d.png")
+    assert decode_image(str(gray), 16).numpy()[0, 0].tolist() == [120, 120, 120]
+    a = decode_image(str(tmp_path / "a.png"), 20, "nearest").numpy()
+    assert a[0, 0].tolist() == [0, 0, 0] and a[10, 10].tolist() == [0, 250, 0]
+    assert decode_image(str(tmp_path / "d.png"), 8).numpy().mean() > 100
+
+
+@pytest.mark.parametrize("model", ["tutorial_a", "tutorial_b", "malarianet"])
+def test_smoke_training_of_each_model(tmp_path, split_dir, model):
+    result = train(model, split_dir, tmp_path / model, "smoke", epochs=1, verbose=0)
+    assert (tmp_path / model / "best.keras").is_file()
+    assert len(result.history["val_accuracy"]) == 1 and 0.0 <= result.best_val_accuracy <= 1.0
+    settings = json.loads((tmp_path / model / "settings.json").read_text())
+    assert settings["recipe"]["model"] == model and settings["recipe"]["input_size"] == get_recipe(model, "smoke").input_size
+    assert load_model(result.best_model).output_shape == (None, 2)
+    again = train(model, split_dir, tmp_path / model, "smoke", epochs=1, verbose=0)
+    assert again.reused and again.history == result.history
+
+
+def test_same_seed_gives_identical_weights_and_metrics(tmp_path, split_dir):
+    runs = [train("malarianet", split_dir, tmp_path / f"run{i}", "smoke", epochs=2, verbose=0) for i in range(2)]
+    assert runs[0].history["val_accuracy"] == runs[1].history["val_accuracy"]
+    assert runs[0].history["loss"] == runs[1].history["loss"]
+    w0 = load_model(tmp_path / "run0" / "last.keras").get_weights()
+    w1 = load_model(tmp_path / "run1" / "last.keras").get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(w0, w1, strict=True))
+    other = train("malarianet", split_dir, tmp_path / "run2", "smoke", epochs=2, seed=99, verbose=0)
+    assert other.history["loss"] != runs[0].history["loss"]
+
+
+def test_interrupted_run_resumes_where_it_stopped(tmp_path, split_dir):
+    out = tmp_path / "run"
+    train("malarianet", split_dir, out, "smoke", epochs=1, verbose=0)
+    # Pretend the run was asked for 3 epochs and stopped after the first: drop the finished marker.
+    settings = json.loads((out / "settings.json").read_text())
+    settings["recipe"]["epochs"] = 3
+    (out / "settings.json").write_text(json.dumps(settings))
+    (out / "result.json").unlink()
+    result = train("malarianet", split_dir, out, "smoke", epochs=3, verbose=0)
+    assert read_history(out)["epoch"] == [0.0, 1.0, 2.0]  # epoch 0 kept, 1 and 2 added
+    assert not result.reused and len(result.history["loss"]) == 3
+
+
+def test_refusals(tmp_path, split_dir, capsys):
+    def run(*extra):
+        return main(["train", "--split", str(split_dir), "--out", str(tmp_path / "o"), "--profile", "smoke",
+                     "--epochs", "1", "--quiet", *extra])
+
+    assert run("--model", "resnet") == 2
+    assert "Unknown model 'resnet'" in capsys.readouterr().err
+    assert run("--profile", "gpu") == 2
+    assert "Unknown profile 'gpu'" in capsys.readouterr().err
+    assert main(["train", "--split", str(tmp_path), "--out", str(tmp_path / "o2"), "--profile", "smoke"]) == 2
+    assert "no manifest.csv" in capsys.readouterr().err
+    assert run("--model", "tutorial_b") == 0
+    capsys.readouterr()
+    assert run("--model", "tutorial_a") == 2  # another run is there
+    assert "--force" in capsys.readouterr().err
+    before = (tmp_path / "o" / "best.keras").read_bytes()
+    assert (tmp_path / "o" / "best.keras").read_bytes() == before
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"PK\x03\x04 this is not a model")
+    assert run("--model", "tutorial_b", "--resume", str(corrupt)) == 2
+    assert "cannot be read" in capsys.readouterr().err
+
+
+def test_manifest_pointing_at_missing_files(tmp_path, split_dir):
+    copy = tmp_path / "split"
+    shutil.copytree(split_dir, copy, symlinks=True)
+    victim = next((copy / "val" / "Parasitized").iterdir())
+    victim.unlink()
+    with pytest.raises(MalariaError, match="1 files listed .* are missing"):
+        read_part(copy, "val")
+    assert split_dir.exists()
