@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("split", cmd_split, "Split the cells into train/val/test by patient or at random (tutorial A).")
     p.add_argument("--data-dir", **data_dir)
-    p.add_argument("--strategy", default="patient", help="patient (honest, default) or random (tutorial A's)")
+    p.add_argument("--strategy", default="patient", help="patient (honest, default), random (tutorial A's) or ordered (tutorial B's)")
     p.add_argument("--ratios", type=float, nargs="+", default=[0.7, 0.15, 0.15], help="train val [test], summing to 1")
     p.add_argument("--seed", type=int, default=config.SEED)
     p.add_argument("--out", required=True, help="folder for the split (manifest.csv and one tree per split)")

@@ -94,3 +94,22 @@ def cells_per_patient(data_dir: str | Path, save: str | Path | None = None) -> F
     ax.legend()
     fig.tight_layout()
     return _finish(fig, save)
+
+
+def augmentation_grid(image, augment, n: int = 8, seed: int = config.SEED,
+                      save: str | Path | None = None) -> Figure:
+    """One cell (float array in [0, 1]) and n augmented versions of it: what the network sees while training."""
+    import numpy as np
+    import tensorflow as tf
+
+    tf.random.set_seed(seed)
+    batch = np.repeat(np.asarray(image, dtype=np.float32)[None], n, axis=0)
+    views = np.clip(np.asarray(augment(batch, training=True)), 0.0, 1.0)
+    fig = Figure(figsize=(1.5 * (n + 1), 1.9))
+    axes = fig.subplots(1, n + 1, squeeze=False)[0]
+    for ax, view, title in zip(axes, [batch[0], *views], ["original"] + [f"view {i + 1}" for i in range(n)],
+                               strict=True):
+        ax.imshow(view)
+        ax.set_title(title, fontsize=8)
+        ax.set_axis_off()
+    return _finish(fig, save)

@@ -120,7 +120,7 @@ def _current_python_kernel() -> Iterator[None]:
             "display_name": "Python 3", "language": "python"}))
         old = os.environ.get("JUPYTER_PATH")
         os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [tmp, old]))
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ notices (CUDA probing, graph attributes) are noise here
         try:
             yield
         finally:

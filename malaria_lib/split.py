@@ -23,7 +23,7 @@ from .fetch import MARKER
 from .inventory import CellRecord, cell_dir_of, list_cells
 
 SPLITS = ("train", "val", "test")
-STRATEGIES = ("patient", "random")
+STRATEGIES = ("patient", "random", "ordered")
 LINKS = ("symlink", "copy")
 MANIFEST = "manifest.csv"
 SETTINGS = "split.json"
@@ -157,6 +157,24 @@ def _assign_randomly(cells: list[CellRecord], cell_dir: Path, ratios: tuple[floa
     return [where[(c.label, c.path.name)] for c in cells]
 
 
+def _assign_in_order(cells: list[CellRecord], ratios: tuple[float, float, float]) -> list[str]:
+    """Tutorial B's split: Keras 2's `ImageDataGenerator(validation_split=0.2)` took, in each class
+    folder, the first 20% of the sorted file names for validation and the rest for training.
+
+    Because NIH file names start with the slide key, sorting groups cells by patient, so this
+    split is almost patient-wise by accident: only patients at the cut fall on both sides.
+    Here the validation share comes first, then test (if any), then training.
+    """
+    parts: list[str] = [""] * len(cells)
+    for label in config.CLASSES:
+        members = sorted((i for i, c in enumerate(cells) if c.label == label), key=lambda i: cells[i].path.name)
+        val_end = int(ratios[1] * len(members))
+        test_end = val_end + int(ratios[2] * len(members))
+        for rank, i in enumerate(members):
+            parts[i] = "val" if rank < val_end else "test" if rank < test_end else "train"
+    return parts
+
+
 def make_split(
     data_dir: str | Path,
     out: str | Path,
@@ -188,6 +206,8 @@ def make_split(
     cells, _ = list_cells(cell_dir)
     if strategy == "patient":
         parts = _assign_by_patient(cells, full, seed)
+    elif strategy == "ordered":
+        parts = _assign_in_order(cells, full)
     else:
         parts = _assign_randomly(cells, cell_dir, full, seed)
     try:

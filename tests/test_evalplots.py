@@ -144,3 +144,19 @@ def test_patient_accuracy_sorted_bars(tmp_path):
     assert "3 patients" in ax.get_title()
     with pytest.raises(MalariaError):
         evalplots.plot_patient_accuracy([])
+
+
+def test_augmentation_grid_shows_the_original_and_changed_views():
+    import numpy as np
+
+    from malaria_lib.augment import build_augmentation
+    from malaria_lib.plots import augmentation_grid
+
+    image = np.zeros((32, 32, 3), np.float32)
+    image[4:12, 4:20] = [0.9, 0.6, 0.7]
+    fig = augmentation_grid(image, build_augmentation("ours"), n=4)
+    axes = fig.axes
+    assert len(axes) == 5 and axes[0].get_title() == "original"
+    shown = [ax.get_images()[0].get_array() for ax in axes]
+    assert np.allclose(shown[0], image)
+    assert any(not np.allclose(view, image) for view in shown[1:])

@@ -60,6 +60,18 @@ def test_random_split_is_tutorial_a_split_exactly(tmp_path, raw_tree, data_dir):
     assert len(patients_in_several_splits(read_manifest(tmp_path / "ours"))) > 0  # the leak we warn about
 
 
+def test_ordered_split_is_keras_2_validation_split(tmp_path, data_dir):
+    """Tutorial B: ImageDataGenerator(validation_split=0.2) put the first 20% of sorted names per class in validation."""
+    make_split(data_dir, tmp_path / "o", "ordered", (0.8, 0.2), seed=0)
+    rows = read_manifest(tmp_path / "o")
+    for label in ("Parasitized", "Uninfected"):
+        names = sorted(p.name for p in (data_dir / "cell_images" / label).glob("*.png"))
+        cut = int(0.2 * len(names))
+        val = sorted(r["path"].rsplit("/", 1)[1] for r in rows if r["label"] == label and r["split"] == "val")
+        assert val == names[:cut]
+    assert {r["split"] for r in rows} == {"train", "val"}
+
+
 def test_copy_mode_and_keras_reads_the_tree(tmp_path, data_dir):
     import keras
 
