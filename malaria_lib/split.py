@@ -210,12 +210,22 @@ def make_split(
         parts = _assign_in_order(cells, full)
     else:
         parts = _assign_randomly(cells, cell_dir, full, seed)
+    return write_split(cells, parts, out, settings, link)
+
+
+def write_split(cells: list[CellRecord], parts: list[str], out: str | Path, settings: dict,
+                link: str = "symlink") -> SplitResult:
+    """Write a split whose assignment is already decided: the tree, manifest.csv and split.json.
+
+    `make_split` decides by strategy; cross-validation (benchmarks/accuracy.py) decides by fold.
+    """
+    out = Path(out)
     try:
         for part in SPLITS:
             shutil.rmtree(out / part, ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
         rows = []
-        for cell, part in zip(cells, parts, strict=False):
+        for cell, part in zip(cells, parts, strict=True):
             target = out / part / cell.label / cell.path.name
             target.parent.mkdir(parents=True, exist_ok=True)
             if link == "symlink":
@@ -231,9 +241,11 @@ def make_split(
         writer = csv.DictWriter(handle, fieldnames=["path", "label", "patient", "split"])
         writer.writeheader()
         writer.writerows(rows)
+    settings = dict(settings)
     result = _result(out, settings, rows)
     settings.update(counts=result.counts, patients=result.patients)
     (out / SETTINGS).write_text(json.dumps(settings, indent=1))
+    result.settings = settings
     return result
 
 
