@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import platform
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,12 +20,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import __version__, config
+from . import config
 from .augment import build_augmentation
 from .errors import MalariaError
 from .models import build_model
 from .pipeline import SplitPart, make_dataset, read_part
 from .recipes import Recipe, get_recipe
+from .series import versions
 
 RUN_FILES = ("settings.json", "history.csv", "history.json", "best.keras", "best.json", "last.keras", "result.json")
 
@@ -46,12 +46,6 @@ class TrainResult:
     @property
     def best_model(self) -> Path:
         return self.out_dir / "best.keras"
-
-
-def versions() -> dict[str, str]:
-    """Versions that decide the numbers, recorded with every run and printed by every notebook."""
-    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "malaria_lib": __version__}
 
 
 def set_seed(seed: int = config.SEED, deterministic: bool | None = None) -> None:
