@@ -14,8 +14,10 @@ split (seed 1337), this measures images per second of `model.fit` fed by:
   bound_with_augment  the same, with the recipe's augmentation layers applied to the in-memory
                       batches: the pipeline's own work without the I/O (the bound it is judged by).
 
-Speeds are medians over windows of --window steps taken after --warmup steps; the peak resident
-set size is sampled by a background thread during each measurement. With --time-to-95 it also
+Each feed trains its own fresh model: a set-up fit (graph tracing; the pipeline's first epoch) in
+which the peak resident set size is sampled by a background thread, then --rounds timed fits of
+--warmup + --steps steps that take turns between the feeds, so that load from other processes falls
+on all of them alike; a feed's speed is the median over its rounds. With --time-to-95 it also
 trains malarianet with its cpu recipe and reports the wall-clock seconds until the validation
 accuracy first reaches 0.95. Results go to a JSON file (default benchmarks/results/throughput.json)
 and a short table is printed at the end.
@@ -49,6 +51,7 @@ import PIL  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
+import malaria_lib  # noqa: E402
 from malaria_lib import config  # noqa: E402
 from malaria_lib.augment import build_augmentation  # noqa: E402
 from malaria_lib.fetch import MARKER  # noqa: E402
@@ -56,7 +59,7 @@ from malaria_lib.models import build_model  # noqa: E402
 from malaria_lib.pipeline import SplitPart, load_images, make_dataset, read_part  # noqa: E402
 from malaria_lib.recipes import get_recipe  # noqa: E402
 from malaria_lib.split import make_split  # noqa: E402
-from malaria_lib.train import compile_model, versions  # noqa: E402
+from malaria_lib.train import compile_model  # noqa: E402
 
 try:  # psutil is optional: without it RSS comes from /proc and the others' CPU share is not reported
     import psutil
@@ -145,21 +148,15 @@ class StepClock(keras.callbacks.Callback):
         self.ends.append(time.perf_counter())
 
 
-def speed(ends: list[float], sizes: list[int], first: int, count: int, window: int) -> dict:
-    """Images/s over steps first..first+count-1: median of windows of `window` steps, plus mean and median step."""
+def speed(ends: list[float], sizes: list[int], first: int, count: int) -> dict:
+    """Images/s over steps first..first+count-1 (step ends are perf_counter stamps), and from the median step."""
     if first < 1 or first + count > len(ends):
         raise ValueError(f"timed steps {first}..{first + count - 1} are outside the {len(ends)} steps run")
     stamps = np.asarray(ends[first - 1:first + count])
     images = np.asarray(sizes[first:first + count], dtype=float)
-    n_windows = max(1, count // max(1, window))
-    rates = []
-    for chunk in np.array_split(np.arange(count), n_windows):
-        rates.append(images[chunk].sum() / (stamps[chunk[-1] + 1] - stamps[chunk[0]]))
     durations = np.diff(stamps)
-    return {"images_per_s": float(statistics.median(rates)),
-            "images_per_s_mean": float(images.sum() / (stamps[-1] - stamps[0])),
+    return {"images_per_s": float(images.sum() / (stamps[-1] - stamps[0])),
             "images_per_s_from_median_step": float(np.median(images) / np.median(durations)),
-            "window_images_per_s": [float(r) for r in rates],
             "median_step_s": float(np.median(durations)), "timed_steps": count, "timed_images": int(images.sum())}
 
 
@@ -280,75 +277,91 @@ def batch_sizes(n_images: int, batch_size: int, steps: int) -> list[int]:
     return [per_epoch[i % len(per_epoch)] for i in range(steps)]
 
 
-def fit_and_time(model_name: str, recipe, make_data, total_steps: int, steps_per_epoch: int, args) -> tuple:
-    """Build and compile a fresh model, fit it for total_steps on make_data(); return (clock, monitor report)."""
-    seed_everything(args.seed, args.deterministic)
-    with Monitor() as monitor:
-        data = make_data()
-        model = compile_model(build_model(model_name, recipe.input_size), recipe, steps_per_epoch)
-        clock = StepClock()
-        model.fit(data, epochs=1, steps_per_epoch=total_steps, callbacks=[clock], verbose=0, shuffle=False)
-    report = monitor.report()
-    report["seconds"] = monitor.wall
-    del model, data
+def fit_steps(model: keras.Model, data, steps: int) -> StepClock:
+    """One `fit` of `steps` training steps, timed step by step."""
+    clock = StepClock()
+    model.fit(data, epochs=1, steps_per_epoch=steps, callbacks=[clock], verbose=0, shuffle=False)
+    return clock
+
+
+def build_feed(kind: str, recipe, part: SplitPart, args, per_fit: int) -> tuple:
+    """The data for one kind of feed, the sizes of the batches a fit of n steps gets from it, and notes."""
+    if kind == "old_loader":
+        loader = OldStyleLoader(part, recipe.input_size, recipe.batch_size, recipe.augment, args.seed,
+                                length=max(per_fit, args.warmup), workers=args.loader_workers)
+        return loader, lambda n: [loader.batch_len(i) for i in range(n)], {"loader_workers": args.loader_workers}
+    if kind == "pipeline":
+        augment = build_augmentation(recipe.augment, args.seed)
+        data = make_dataset(part, recipe.input_size, recipe.batch_size, training=True, augment=augment,
+                            resize=recipe.resize, seed=args.seed).repeat()  # every fit starts at an epoch's start
+        return data, lambda n: batch_sizes(len(part), recipe.batch_size, n), {}
+    # the bound: arrays already decoded and resized in memory; how many distinct cells matters not without I/O
+    count = min(len(part), max(recipe.batch_size, per_fit * recipe.batch_size))
+    x = load_images(part.paths[:count], recipe.input_size, recipe.resize).astype(np.float32) / 255.0
+    y = np.eye(len(config.CLASSES), dtype=np.float32)[part.labels[:count]]
+    data = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(recipe.batch_size)
+    layers = build_augmentation(recipe.augment, args.seed) if kind == "bound_with_augment" else None
+    if layers is not None:
+        data = data.map(lambda a, b: (tf.clip_by_value(layers(a, training=True), 0.0, 1.0), b),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+    return data.prefetch(tf.data.AUTOTUNE), lambda n: [recipe.batch_size] * n, {"distinct_images": count}
+
+
+def measure_model(name: str, recipe, part: SplitPart, steps_per_epoch: int, args, say) -> dict:
+    """Every feed of one model: set each up (memory, the pipeline's first epoch), then timed rounds, interleaved.
+
+    Each feed trains its own freshly built model. The rounds take turns between the feeds (in a
+    rotating order), so that load from other processes, if any, falls on all of them alike; a feed's
+    speed is the median over its rounds.
+    """
+    kinds = [k for k in KINDS if not (k == "bound_with_augment" and recipe.augment is None)]
+    per_fit = args.warmup + args.steps
+    n_batches = math.ceil(len(part) / recipe.batch_size)
+    feeds: dict[str, dict] = {}
+    entry: dict = {}
+    for kind in kinds:
+        say(f"{name}: setting up {kind}" + (" (its first epoch fills the cache)" if kind == "pipeline" else ""))
+        seed_everything(args.seed, args.deterministic)
+        with Monitor() as monitor:
+            data, sizes, notes = build_feed(kind, recipe, part, args, per_fit)
+            model = compile_model(build_model(name, recipe.input_size), recipe, steps_per_epoch)
+            lead = n_batches * (2 if args.full_epoch else 1) if kind == "pipeline" else args.warmup
+            clock = fit_steps(model, data, lead)  # traces the graph; fills the pipeline's cache
+        entry[kind] = {**monitor.report(), "setup_seconds": monitor.wall, **notes}
+        if kind == "pipeline":
+            first = clock.ends[n_batches - 1] - clock.begin
+            entry[kind].update(first_epoch_seconds=first, first_epoch_images=len(part),
+                               first_epoch_images_per_s=len(part) / first,
+                               steady_epoch_seconds_measured=(clock.ends[2 * n_batches - 1] - clock.ends[n_batches - 1]
+                                                              if args.full_epoch else None))
+        feeds[kind] = {"model": model, "data": data, "sizes": sizes, "rounds": []}
+    for r in range(args.rounds):
+        for kind in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:
+            feed = feeds[kind]
+            with Monitor() as monitor:
+                clock = fit_steps(feed["model"], feed["data"], per_fit)
+            feed["rounds"].append({**speed(clock.ends, feed["sizes"](per_fit), args.warmup, args.steps),
+                                   "others_cpu_share": monitor.others_cpu_share})
+        say(f"{name}: round {r + 1}: " + ", ".join(f"{k} {feeds[k]['rounds'][-1]['images_per_s']:.1f}" for k in kinds)
+            + " img/s")
+    for kind in kinds:
+        rounds = feeds[kind]["rounds"]
+        shares = [x["others_cpu_share"] for x in rounds if x["others_cpu_share"] is not None]
+        entry[kind].update(
+            images_per_s=float(statistics.median(x["images_per_s"] for x in rounds)),
+            images_per_s_best=max(x["images_per_s"] for x in rounds),
+            round_images_per_s=[x["images_per_s"] for x in rounds],
+            median_step_s=float(statistics.median(x["median_step_s"] for x in rounds)),
+            images_per_s_from_median_step=float(statistics.median(x["images_per_s_from_median_step"] for x in rounds)),
+            rounds=len(rounds), timed_steps=args.steps, warmup_steps=args.warmup,
+            others_cpu_share_during_rounds=float(np.mean(shares)) if shares else None)
+    if recipe.augment is None:
+        entry["bound_with_augment"] = {**entry["bound_no_augment"], "same_as": "bound_no_augment",
+                                       "note": "the recipe has no augmentation"}
+    del feeds, model, data
     keras.backend.clear_session()
     gc.collect()
-    return clock, report
-
-
-def measure_old_loader(name, recipe, part, args, steps_per_epoch):
-    total = args.warmup + args.steps
-    loader = OldStyleLoader(part, recipe.input_size, recipe.batch_size, recipe.augment, args.seed, length=total,
-                            workers=args.loader_workers)
-    clock, report = fit_and_time(name, recipe, lambda: loader, total, steps_per_epoch, args)
-    sizes = [loader.batch_len(i) for i in range(total)]
-    report.update(speed(clock.ends, sizes, args.warmup, args.steps, args.window))
-    report.update(warmup_steps=args.warmup, loader_workers=args.loader_workers)
-    return report
-
-
-def measure_pipeline(name, recipe, part, args, steps_per_epoch):
-    n_batches = math.ceil(len(part) / recipe.batch_size)
-    timed = n_batches - args.warmup if args.full_epoch else args.steps
-    if timed < 1:
-        raise SystemExit(f"--full-epoch needs more than --warmup ({args.warmup}) batches per epoch; "
-                         f"this data has {n_batches}.")
-    total = n_batches + args.warmup + timed
-
-    def data():
-        augment = build_augmentation(recipe.augment, args.seed)
-        return make_dataset(part, recipe.input_size, recipe.batch_size, training=True, augment=augment,
-                            resize=recipe.resize, seed=args.seed).repeat()
-
-    clock, report = fit_and_time(name, recipe, data, total, steps_per_epoch, args)
-    sizes = batch_sizes(len(part), recipe.batch_size, total)
-    first = clock.ends[n_batches - 1] - clock.begin
-    report.update(speed(clock.ends, sizes, n_batches + args.warmup, timed, args.window))
-    report.update(warmup_steps=args.warmup, first_epoch_seconds=first, first_epoch_images=len(part),
-                  first_epoch_images_per_s=len(part) / first,
-                  steady_epoch_seconds_measured=(clock.ends[2 * n_batches - 1] - clock.ends[n_batches - 1]
-                                                 if args.full_epoch else None))
-    return report
-
-
-def measure_bound(name, recipe, part, args, steps_per_epoch, augment: bool):
-    total = args.warmup + args.steps
-    count = min(len(part), max(recipe.batch_size, total * recipe.batch_size))  # no I/O: how many distinct cells matters not
-
-    def data():
-        x = load_images(part.paths[:count], recipe.input_size, recipe.resize).astype(np.float32) / 255.0
-        y = np.eye(len(config.CLASSES), dtype=np.float32)[part.labels[:count]]
-        dataset = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(recipe.batch_size)
-        layers = build_augmentation(recipe.augment, args.seed) if augment else None
-        if layers is not None:
-            dataset = dataset.map(lambda a, b: (tf.clip_by_value(layers(a, training=True), 0.0, 1.0), b),
-                                  num_parallel_calls=tf.data.AUTOTUNE)
-        return dataset.prefetch(tf.data.AUTOTUNE)
-
-    clock, report = fit_and_time(name, recipe, data, total, steps_per_epoch, args)
-    report.update(speed(clock.ends, [recipe.batch_size] * total, args.warmup, args.steps, args.window))
-    report.update(warmup_steps=args.warmup, distinct_images=count)
-    return report
+    return entry
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -401,7 +414,9 @@ def time_to_target(split_dir: Path, args) -> dict:
 
 def machine_facts() -> dict:
     facts = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "machine": platform.machine(),
-             "processor": platform.processor() or None, **versions(), "pillow": PIL.__version__,
+             "processor": platform.processor() or None, "python": platform.python_version(),
+             "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
+             "malaria_lib": malaria_lib.__version__, "pillow": PIL.__version__,
              "psutil": getattr(psutil, "__version__", None),
              "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
@@ -469,9 +484,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON file to write")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--max-images", type=int, help="use at most this many train images (default: all)")
-    parser.add_argument("--steps", type=int, default=30, help="timed training steps per measurement")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps before them (graph tracing, buffers)")
-    parser.add_argument("--window", type=int, default=10, help="steps per window; the speed is the median window")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per round")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them in every round (buffers)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="timed rounds per feed, taking turns between feeds; the speed is their median")
     parser.add_argument("--full-epoch", action="store_true",
                         help="time a whole cached epoch of the pipeline after the first (slower)")
     parser.add_argument("--loader-workers", type=int, default=1,
@@ -489,11 +505,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--split-seed", type=int, default=1337)
     parser.add_argument("--quiet", action="store_true", help="print only the final table")
     args = parser.parse_args(argv)
-    for name in ("steps", "window", "loader_workers"):
+    for name in ("steps", "rounds", "loader_workers"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.warmup < 1:
-        parser.error("--warmup must be at least 1 (the first step traces the graph)")
+        parser.error("--warmup must be at least 1")
     return args
 
 
@@ -542,18 +558,7 @@ def run(args: argparse.Namespace, idle: dict, say, started: float) -> dict:
         entry: dict = {"recipe": recipe.to_dict(), "input_size": recipe.input_size, "batch_size": recipe.batch_size,
                        "augment": recipe.augment, "resize": recipe.resize, "cpu_profile_epochs": recipe.epochs,
                        "load_at_start": load_average()}
-        say(f"{name}: old-style loader")
-        entry["old_loader"] = measure_old_loader(name, recipe, part, args, steps_per_epoch)
-        say(f"{name}: in-memory bound without augmentation")
-        entry["bound_no_augment"] = measure_bound(name, recipe, part, args, steps_per_epoch, augment=False)
-        if recipe.augment is None:
-            entry["bound_with_augment"] = {**entry["bound_no_augment"], "same_as": "bound_no_augment",
-                                           "note": "the recipe has no augmentation"}
-        else:
-            say(f"{name}: in-memory bound with augmentation")
-            entry["bound_with_augment"] = measure_bound(name, recipe, part, args, steps_per_epoch, augment=True)
-        say(f"{name}: our pipeline (first epoch fills the cache)")
-        entry["pipeline"] = measure_pipeline(name, recipe, part, args, steps_per_epoch)
+        entry.update(measure_model(name, recipe, part, steps_per_epoch, args, say))
         entry.update(summarise(entry, len(full_train), len(part), recipe.epochs))
         say(f"{name}: " + ", ".join(f"{k} {entry[k]['images_per_s']:.1f} img/s" for k in KINDS))
         results["models"][name] = entry
@@ -594,9 +599,16 @@ def summarise(entry: dict, n_full: int, n_used: int, epochs: int) -> dict:
     }
 
 
+def others_share(model_entry: dict) -> str:
+    """The mean share of the machine's CPU other processes used during a model's timed rounds."""
+    shares = [model_entry[k]["others_cpu_share_during_rounds"] for k in KINDS]
+    shares = [x for x in shares if x is not None]
+    return f"{np.mean(shares):.0%}" if shares else "n/a"
+
+
 def format_table(results: dict) -> str:
     rows = [("model", "old img/s", "pipe img/s", "1st ep img/s", "bound", "bound+aug", "b/c", "b/a",
-             "epoch s old/pipe/1st", "peak RSS MB a/b/c+aug")]
+             "epoch s old/pipe/1st", "peak RSS MB a/b/c+aug", "others' CPU")]
     for name, m in results["models"].items():
         e = m["epoch_seconds"]
         rows.append((
@@ -608,6 +620,7 @@ def format_table(results: dict) -> str:
             f"{e['estimated']['old_loader']:.0f}/{e['estimated']['pipeline']:.0f}/{e['pipeline_first_epoch_measured']:.0f}",
             f"{m['old_loader']['peak_rss_mb']:.0f}/{m['pipeline']['peak_rss_mb']:.0f}/"
             f"{m['bound_with_augment']['peak_rss_mb']:.0f}",
+            others_share(m),
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))

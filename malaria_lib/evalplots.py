@@ -12,23 +12,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn import metrics as skm
 
 from . import config
 from .errors import MalariaError
+from .plots import _finish  # one way to attach a canvas and save, shared with the data figures
 
 MISLABELED_SHARE = "about 5%"  # literature estimate of the data set's label noise
-
-
-def _finish(fig: Figure, save: str | Path | None) -> Figure:
-    FigureCanvasAgg(fig)
-    if save is not None:
-        Path(save).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(save, dpi=100, bbox_inches="tight")
-    return fig
 
 
 def _curves(history: dict[str, list[float]], metric: str) -> tuple[list[int], list[float], list[float] | None]:

@@ -241,3 +241,141 @@ def show_grad_cam(
         Path(save).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(save, dpi=100, bbox_inches="tight")
     return fig
+
+
+# ---------------------------------------------------------------- choosing and comparing cells
+
+EXAMPLE_GROUPS = (  # (name, true label is Parasitized, called Parasitized)
+    ("Parasitized, found", True, True),
+    ("Parasitized, missed", True, False),
+    ("Uninfected, correct", False, False),
+    ("Uninfected, false alarm", False, True),
+)
+
+
+def pick_examples(y_true: np.ndarray, scores: np.ndarray, threshold: float, per_group: int = 2) -> list[tuple[int, str]]:
+    """Cells worth explaining: up to `per_group` of each outcome (found, missed, correct, false alarm).
+
+    `y_true` is 1 for Parasitized and `scores` are P(Parasitized). Within a group the cells whose
+    score lies furthest from the threshold come first: the clearest successes and the most
+    confident mistakes. Returns (index, group name) pairs, group by group.
+    """
+    y_true, scores = np.asarray(y_true).astype(bool), np.asarray(scores, dtype=float)
+    if y_true.shape != scores.shape:
+        raise MalariaError(f"Got {len(y_true)} labels but {len(scores)} scores; give one score per cell.")
+    called = scores >= threshold
+    picks: list[tuple[int, str]] = []
+    for name, truth, call in EXAMPLE_GROUPS:
+        members = np.flatnonzero((y_true == truth) & (called == call))
+        order = np.argsort(-np.abs(scores[members] - threshold), kind="stable")
+        picks.extend((int(i), name) for i in members[order[:per_group]])
+    return picks
+
+
+def _resize_map(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    if np.shape(heatmap) == tuple(shape):
+        return np.asarray(heatmap, dtype=np.float32)
+    resized = tf.image.resize(np.asarray(heatmap, dtype=np.float32)[..., None], shape, method="bilinear")
+    return np.clip(resized.numpy()[..., 0], 0.0, 1.0)
+
+
+def compare_grad_cam(
+    cells: np.ndarray,
+    heatmaps: dict[str, np.ndarray],
+    captions: dict[str, Sequence[str]] | None = None,
+    titles: Sequence[str] | None = None,
+    alpha: float = 0.4,
+    save: str | Path | None = None,
+) -> Figure:
+    """Several models' Grad-CAM side by side: the cells in the top row, one row of overlays per model.
+
+    `cells` (N, H, W, 3) are drawn as they are; each model's maps (N, h, w), made at its own input
+    size, are resized to the cells' size. `captions[model][i]` goes under overlay i (e.g. the
+    model's score), `titles[i]` above cell i.
+    """
+    n = len(cells)
+    if n == 0 or not heatmaps:
+        raise MalariaError("Give at least one cell and one model's heatmaps.")
+    for name, maps in heatmaps.items():
+        if len(maps) != n:
+            raise MalariaError(f"Got {n} cells but {len(maps)} heatmaps for {name!r}; give one map per cell.")
+    rows = 1 + len(heatmaps)
+    fig = Figure(figsize=(1.7 * n + 0.6, 1.95 * rows))
+    axes = fig.subplots(rows, n, squeeze=False)
+    shape = tuple(np.shape(cells)[1:3])
+    for i in range(n):
+        picture = np.asarray(cells[i])
+        axes[0, i].imshow(picture if picture.dtype == np.uint8 else np.clip(picture, 0, 1))
+        if titles is not None:
+            axes[0, i].set_title(titles[i], fontsize=8)
+        for row, (name, maps) in enumerate(heatmaps.items(), 1):
+            axes[row, i].imshow(overlay_heatmap(picture, _resize_map(maps[i], shape), alpha))
+            if captions is not None and name in captions:
+                axes[row, i].set_title(captions[name][i], fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    axes[0, 0].set_ylabel("cell", fontsize=9)
+    for row, name in enumerate(heatmaps, 1):
+        axes[row, 0].set_ylabel(name, fontsize=9)
+    fig.tight_layout()
+    FigureCanvasAgg(fig)
+    if save is not None:
+        Path(save).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(save, dpi=100, bbox_inches="tight")
+    return fig
+
+
+def cell_mask(images: np.ndarray, level: float = 0.04) -> np.ndarray:
+    """(N, H, W) True where a pixel belongs to the cell: brighter than the black background in some channel.
+
+    `level` is a fraction of full brightness (images may be uint8 or floats in [0, 1]).
+    """
+    batch = np.asarray(images, dtype=np.float32)
+    if batch.max(initial=0) > 1.0:
+        batch = batch / 255.0
+    return batch.max(axis=-1) > level
+
+
+def _grow(mask: np.ndarray, k: int, outside: bool) -> np.ndarray:
+    """Dilate (N, H, W) boolean masks by a (2k+1)-square; pixels beyond the image count as `outside`."""
+    _, height, width = mask.shape
+    padded = np.pad(mask, ((0, 0), (k, k), (k, k)), constant_values=outside)
+    grown = np.zeros_like(mask)
+    for dy in range(2 * k + 1):
+        for dx in range(2 * k + 1):
+            grown |= padded[:, dy:dy + height, dx:dx + width]
+    return grown
+
+
+REGIONS = ("inside", "edge", "background")
+
+
+def heat_by_region(images: np.ndarray, heatmaps: np.ndarray, edge: float = 0.04) -> dict[str, np.ndarray]:
+    """Where each image's Grad-CAM mass lies: inside the cell, along its edge, or on the background.
+
+    The edge is a band `edge` x the image width wide on either side of the cell's outline (cut
+    edges at the picture's border count too). Returns, per image, the share of the map's mass in
+    each region (NaN for an empty map) and, under `area_<region>`, the share of the picture the
+    region covers: what a map spread evenly would score. Maps of another size than the images
+    (each network's own input size) are resized to them first.
+    """
+    mask = cell_mask(images)
+    heat = np.asarray(heatmaps, dtype=np.float32)
+    if heat.ndim != 3 or len(heat) != len(mask):
+        raise MalariaError(f"Got {len(mask)} images but heatmaps of shape {heat.shape}; give one (H, W) map per image.")
+    if heat.shape[1:] != mask.shape[1:]:
+        heat = np.stack([_resize_map(h, mask.shape[1:]) for h in heat])
+    k = max(1, round(edge * mask.shape[2]))
+    inside = ~_grow(~mask, k, outside=True)
+    outside = ~_grow(mask, k, outside=False)
+    regions = {"inside": inside, "edge": ~inside & ~outside, "background": outside}
+    total = heat.sum(axis=(1, 2), dtype=np.float64)
+    result: dict[str, np.ndarray] = {}
+    for name, region in regions.items():
+        mass = (heat * region).sum(axis=(1, 2), dtype=np.float64)
+        result[name] = np.divide(mass, total, out=np.full_like(total, np.nan), where=total > 0)
+        result[f"area_{name}"] = region.mean(axis=(1, 2))
+    return result

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
+import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -20,6 +24,41 @@ from .errors import MalariaError
 from .evaluate import POSITIVE, card_path
 
 KINDS = ("float16", "int8")
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Hide what native code writes straight to the process's stderr (file descriptor 2).
+
+    The int8 calibrator prints its settings there and LiteRT announces its XNNPACK delegate;
+    neither is something a user can act on. Errors still arrive as Python exceptions.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 (some embedded interpreters): nothing to hide
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def _quiet_conversion():
+    """The converter's chatter off: Keras' signature listing (stdout), TF's INFO logs, native stderr."""
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), _native_stderr_silenced():
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _converter(model: keras.Model, kind: str, representative: np.ndarray | None, scratch: Path) -> tf.lite.TFLiteConverter:
@@ -58,8 +97,7 @@ def export_tflite(model_path: str | Path, out_dir: str | Path, representative: n
     for kind in kinds:
         if kind not in KINDS:
             raise MalariaError(f"Unknown export kind '{kind}'; choose from {', '.join(KINDS)}.")
-        # Keras' export, which the converter calls, prints its signature listing on stdout.
-        with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(io.StringIO()):
+        with tempfile.TemporaryDirectory() as scratch, _quiet_conversion():
             blob = _converter(model, kind, representative, Path(scratch)).convert()
         path = out_dir / f"{Path(model_path).stem}_{kind}.tflite"
         path.write_bytes(blob)
@@ -79,7 +117,8 @@ class TFLiteModel:
         if not path.is_file():
             raise MalariaError(f"The TensorFlow Lite file {path} does not exist; export the model first.")
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            with _native_stderr_silenced():
+                self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
         except ValueError as exc:
             raise MalariaError(f"{path} is not a valid TensorFlow Lite model ({exc}); export it again.") from None
         self.input = self.interpreter.get_input_details()[0]
@@ -91,7 +130,8 @@ class TFLiteModel:
         """Class probabilities for a batch of float images in [0, 1]."""
         if self._batch != len(images):
             self.interpreter.resize_tensor_input(self.input["index"], [len(images), *self.input["shape"][1:]])
-            self.interpreter.allocate_tensors()
+            with _native_stderr_silenced():  # the first allocation announces LiteRT's XNNPACK delegate
+                self.interpreter.allocate_tensors()
             self._batch = len(images)
         self.interpreter.set_tensor(self.input["index"], images.astype(np.float32))
         self.interpreter.invoke()
@@ -123,4 +163,45 @@ def compare_exports(model_path: str | Path, paths: dict[str, Path], split_dir: s
         rows.append({"format": f"tflite {kind}", "path": str(path), "bytes": path.stat().st_size,
                      "accuracy": float(np.mean((scores >= threshold) == truth)),
                      "max_score_change": float(np.max(np.abs(scores - reference)))})
+    return rows
+
+
+def measure_latency(predict: Callable[[np.ndarray], object], image: np.ndarray, runs: int = 100,
+                    warmup: int = 10) -> dict:
+    """Wall-clock time of `predict` on a batch of one image, in milliseconds, after `warmup` untimed calls.
+
+    Returns the median (the figure to quote: robust to a busy machine's spikes), the 10th and
+    90th percentiles and the mean over `runs` timed calls.
+    """
+    if runs < 1 or warmup < 0:
+        raise MalariaError(f"Need at least one timed run and no negative warm-up; got runs={runs}, warmup={warmup}.")
+    batch = np.asarray(image, dtype=np.float32)
+    if batch.ndim == 3:
+        batch = batch[None]
+    for _ in range(warmup):
+        predict(batch)
+    times = np.empty(runs)
+    for i in range(runs):
+        start = time.perf_counter()
+        predict(batch)
+        times[i] = time.perf_counter() - start
+    ms = times * 1000
+    return {"median_ms": float(np.median(ms)), "p10_ms": float(np.percentile(ms, 10)),
+            "p90_ms": float(np.percentile(ms, 90)), "mean_ms": float(ms.mean()), "runs": runs, "warmup": warmup}
+
+
+def latency_table(model_path: str | Path, paths: dict[str, Path], image: np.ndarray, runs: int = 100,
+                  warmup: int = 10, threads: int | None = None) -> list[dict]:
+    """CPU latency per image at batch 1: the Keras model, then each exported `.tflite` file.
+
+    Keras is timed through `predict_on_batch`, its fastest call for one small batch (`predict`
+    adds a data pipeline per call); LiteRT runs with `threads` threads (None: its default).
+    """
+    from .train import load_model
+
+    model = load_model(model_path)
+    rows = [{"format": "keras", **measure_latency(model.predict_on_batch, image, runs, warmup)}]
+    for kind, path in paths.items():
+        lite = TFLiteModel(path, threads=threads)
+        rows.append({"format": f"tflite {kind}", **measure_latency(lite.predict, image, runs, warmup)})
     return rows

@@ -154,6 +154,7 @@ def train(
     *,
     seed: int = config.SEED,
     force: bool = False,
+    replace_stale: bool = False,
     resume: str | Path | None = None,
     verbose: int | str = "auto",
     **overrides,
@@ -173,7 +174,7 @@ def train(
 
     if resume is not None:
         load_model(resume)  # a damaged checkpoint is reported before anything else happens
-    initial_epoch, start_from = _prepare_folder(out_dir, settings, force, resume)
+    initial_epoch, start_from = _prepare_folder(out_dir, settings, force, resume, replace_stale)
     if initial_epoch >= recipe.epochs:
         return _result(out_dir, settings, json.loads((out_dir / "result.json").read_text())["seconds"], True)
 
@@ -231,12 +232,14 @@ def write_model_card(model_path: Path, recipe: Recipe, val_part: SplitPart) -> d
     return card
 
 
-def _prepare_folder(out_dir: Path, settings: dict, force: bool, resume: str | Path | None) -> tuple[int, Path | None]:
+def _prepare_folder(out_dir: Path, settings: dict, force: bool, resume: str | Path | None,
+                    replace_stale: bool = False) -> tuple[int, Path | None]:
     """Decide between a fresh start, a resume and a finished run; return (first epoch, model to resume)."""
     try:
         stored = json.loads((out_dir / "settings.json").read_text())
     except (OSError, ValueError):
         stored = None
+    force = force or (replace_stale and stored is not None and stored != settings)
     if stored is not None and stored != settings and not force:
         raise MalariaError(
             f"{out_dir} holds another run ({stored.get('model')}, profile {stored.get('profile')}, seed "

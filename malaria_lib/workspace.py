@@ -35,7 +35,11 @@ def ensure_split(data_dir: str | Path, work_dir: str | Path, name: str, seed: in
 
 def ensure_run(data_dir: str | Path, work_dir: str | Path, model: str, split: str, profile: str,
                seed: int = config.SEED, verbose: int | str = 2) -> TrainResult:
-    """A model trained with its recipe on a named split: trained on first use, reused after."""
+    """A model trained with its recipe on a named split: trained on first use, reused after.
+
+    A run made with other settings (an older recipe, another profile) is replaced, not refused:
+    these folders belong to the series.
+    """
     ensure_split(data_dir, work_dir, split, seed)
     return train(model, split_dir(work_dir, split), run_dir(work_dir, model, split), profile, seed=seed,
-                 verbose=verbose)
+                 replace_stale=True, verbose=verbose)

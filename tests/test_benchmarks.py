@@ -33,7 +33,7 @@ def test_throughput_writes_all_figures(tmp_path, throughput, capsys):
     make_synthetic_cells(tmp_path / "data", n=80, seed=1, n_patients=8)
     out = tmp_path / "results" / "throughput.json"
     returned = throughput.main(["--data-dir", str(tmp_path / "data"), "--split-dir", str(tmp_path / "split"),
-                                "--out", str(out), "--steps", "2", "--warmup", "1", "--window", "1", "--quiet",
+                                "--out", str(out), "--steps", "2", "--warmup", "1", "--rounds", "2", "--quiet",
                                 "--time-to-95", "--t95-epochs", "1"])
     results = json.loads(out.read_text())
     assert results == json.loads(json.dumps(returned, default=float))
@@ -49,9 +49,11 @@ def test_throughput_writes_all_figures(tmp_path, throughput, capsys):
     for name, m in results["models"].items():
         for kind in KINDS:
             figures = m[kind]
-            for key in ("images_per_s", "images_per_s_mean", "median_step_s", "peak_rss_mb", "seconds"):
+            for key in ("images_per_s", "images_per_s_best", "median_step_s", "peak_rss_mb", "setup_seconds"):
                 assert positive(figures[key]), (name, kind, key, figures[key])
-            assert figures["timed_steps"] == 2 and len(figures["window_images_per_s"]) == 2
+            assert figures["timed_steps"] == 2 and figures["rounds"] == 2
+            assert len(figures["round_images_per_s"]) == 2 and all(positive(x) for x in figures["round_images_per_s"])
+            assert figures["images_per_s"] == pytest.approx(float(np.median(figures["round_images_per_s"])))
         assert positive(m["pipeline"]["first_epoch_seconds"]) and positive(m["pipeline"]["first_epoch_images_per_s"])
         assert m["pipeline"]["first_epoch_images"] == used
         for key in ("pipeline_over_bound", "pipeline_over_bound_no_augment", "pipeline_over_old_loader"):
@@ -75,14 +77,16 @@ def test_throughput_writes_all_figures(tmp_path, throughput, capsys):
     assert all(name in table for name in MODELS) and "b/c" in table
 
 
-def test_speed_takes_the_median_window(throughput):
-    ends = [0.0, 1.0, 2.0, 3.0, 5.0, 6.0, 7.0]  # step 4 took 2 s; steps 1-6 timed after one warm-up step
-    figures = throughput.speed(ends, [10] * 7, 1, 6, 2)
-    assert figures["window_images_per_s"] == pytest.approx([20 / 2, 20 / 3, 20 / 2])
-    assert figures["images_per_s"] == pytest.approx(10.0)
-    assert figures["images_per_s_mean"] == pytest.approx(60 / 7)
+def test_speed_counts_only_the_timed_steps(throughput):
+    ends = [5.0, 6.0, 7.0, 8.0, 10.0, 11.0, 12.0]  # step 0 (warm-up) ended at 5 s; step 4 took 2 s
+    figures = throughput.speed(ends, [99, 10, 10, 10, 10, 10, 4], 1, 5)
+    assert figures["images_per_s"] == pytest.approx(50 / 6)
+    assert figures["median_step_s"] == pytest.approx(1.0) and figures["images_per_s_from_median_step"] == 10.0
+    assert figures["timed_images"] == 50
     with pytest.raises(ValueError):
-        throughput.speed(ends, [10] * 7, 0, 6, 2)
+        throughput.speed(ends, [10] * 7, 0, 6)
+    with pytest.raises(ValueError):
+        throughput.speed(ends, [10] * 7, 2, 6)
 
 
 def test_old_loader_batches_are_rescaled_augmented_and_wrap(tmp_path, throughput):

@@ -162,3 +162,63 @@ def test_show_grad_cam_figure(tmp_path):
     assert len(fig.axes) == 6
     assert [ax.get_title() for ax in fig.axes[:3]] == ["a", "b", "c"]
     assert (tmp_path / "cam.png").is_file()
+
+
+def test_pick_examples_takes_each_outcome_most_confident_first():
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 1])  # 1 = Parasitized
+    scores = np.array([0.9, 0.6, 0.2, 0.45, 0.1, 0.4, 0.8, 0.55, 0.99])
+    picks = explain.pick_examples(y, scores, threshold=0.5, per_group=2)
+    assert picks == [(8, "Parasitized, found"), (0, "Parasitized, found"),
+                     (2, "Parasitized, missed"), (3, "Parasitized, missed"),
+                     (4, "Uninfected, correct"), (5, "Uninfected, correct"),
+                     (6, "Uninfected, false alarm"), (7, "Uninfected, false alarm")]
+    # a group without members is simply absent
+    assert [g for _, g in explain.pick_examples(y[:4], scores[:4], 0.5, per_group=1)] == [
+        "Parasitized, found", "Parasitized, missed"]
+    with pytest.raises(MalariaError, match="one score per cell"):
+        explain.pick_examples(y, scores[:3], 0.5)
+
+
+def test_compare_grad_cam_one_row_per_model_maps_resized(tmp_path):
+    cells = np.stack([(_image(20, seed=i) * 255).astype(np.uint8) for i in range(3)])
+    maps = {"a": np.random.default_rng(0).random((3, 8, 8)), "b": np.random.default_rng(1).random((3, 20, 20))}
+    captions = {"a": ["P 0.1", "P 0.2", "P 0.3"], "b": ["x", "y", "z"]}
+    fig = explain.compare_grad_cam(cells, maps, captions, titles=["one", "two", "three"], save=tmp_path / "c.png")
+    assert isinstance(fig, Figure) and len(fig.axes) == 9
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["one", "two", "three"]
+    assert [fig.axes[3 + i].get_title() for i in range(3)] == captions["a"]
+    assert [fig.axes[3 * r].get_ylabel() for r in range(3)] == ["cell", "a", "b"]
+    assert fig.axes[3].get_images()[0].get_array().shape[:2] == (20, 20)
+    assert (tmp_path / "c.png").is_file()
+    with pytest.raises(MalariaError, match="one map per cell"):
+        explain.compare_grad_cam(cells, {"a": maps["a"][:2]})
+
+
+def test_heat_by_region_inside_edge_background():
+    images = np.zeros((4, 50, 50, 3), np.uint8)
+    images[:, 10:40, 10:40] = 180  # a 30x30 cell on black; edge band 2 px (0.04 x 50) either side
+    heat = np.zeros((4, 50, 50), np.float32)
+    heat[0, 20:30, 20:30] = 1.0  # the middle of the cell
+    heat[1, 10:40, 10] = 1.0  # the cell's left column: its outline
+    heat[2, 0:3, :] = 1.0  # the black top rows
+    regions = explain.heat_by_region(images, heat)
+    assert set(regions) == {"inside", "edge", "background", "area_inside", "area_edge", "area_background"}
+    np.testing.assert_allclose([regions[r][0] for r in explain.REGIONS], [1, 0, 0])
+    np.testing.assert_allclose([regions[r][1] for r in explain.REGIONS], [0, 1, 0])
+    np.testing.assert_allclose([regions[r][2] for r in explain.REGIONS], [0, 0, 1])
+    assert all(np.isnan(regions[r][3]) for r in explain.REGIONS)  # an empty map
+    np.testing.assert_allclose(regions["area_inside"], 26 * 26 / 2500)
+    np.testing.assert_allclose(regions["area_edge"], (34 * 34 - 26 * 26) / 2500)
+    np.testing.assert_allclose(sum(regions[f"area_{r}"] for r in explain.REGIONS), 1.0)
+    assert explain.cell_mask(images.astype(np.float32) / 255).sum() == 4 * 900
+
+
+def test_heat_by_region_resizes_maps_and_checks_counts():
+    images = np.zeros((2, 40, 40, 3), np.uint8)
+    images[:, 8:32, 8:32] = 200
+    small = np.zeros((2, 10, 10), np.float32)
+    small[:, 4:6, 4:6] = 1.0  # the centre, at a quarter of the size
+    regions = explain.heat_by_region(images, small)
+    assert np.all(regions["inside"] > 0.99)
+    with pytest.raises(MalariaError, match="one \\(H, W\\) map per image"):
+        explain.heat_by_region(images, small[:1])

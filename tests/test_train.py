@@ -110,3 +110,12 @@ def test_manifest_pointing_at_missing_files(tmp_path, split_dir):
     with pytest.raises(MalariaError, match="1 files listed .* are missing"):
         read_part(copy, "val")
     assert split_dir.exists()
+
+
+def test_series_runs_are_replaced_when_the_recipe_changes(tmp_path, split_dir):
+    out = tmp_path / "run"
+    train("malarianet", split_dir, out, "smoke", epochs=1, verbose=0)
+    with pytest.raises(MalariaError, match="holds another run"):
+        train("malarianet", split_dir, out, "smoke", epochs=2, verbose=0)
+    result = train("malarianet", split_dir, out, "smoke", epochs=2, replace_stale=True, verbose=0)
+    assert len(result.history["epoch"]) == 2 and not result.reused
