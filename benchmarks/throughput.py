@@ -351,6 +351,7 @@ def measure_model(name: str, recipe, part: SplitPart, steps_per_epoch: int, args
             images_per_s=float(statistics.median(x["images_per_s"] for x in rounds)),
             images_per_s_best=max(x["images_per_s"] for x in rounds),
             round_images_per_s=[x["images_per_s"] for x in rounds],
+            round_others_cpu_share=[x["others_cpu_share"] for x in rounds],
             median_step_s=float(statistics.median(x["median_step_s"] for x in rounds)),
             images_per_s_from_median_step=float(statistics.median(x["images_per_s_from_median_step"] for x in rounds)),
             rounds=len(rounds), timed_steps=args.steps, warmup_steps=args.warmup,
@@ -475,30 +476,29 @@ def prepare_data(args, say) -> tuple[Path, dict]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=str(config.default_data_dir()),
-                        help="folder holding cell_images/ (filled from --source when given)")
+                        help="folder holding cell_images/, filled from --source when given (default: $MALARIA_DATA_DIR or data)")
     parser.add_argument("--source", help="zip, URL or folder to `malaria fetch` into --data-dir first")
     parser.add_argument("--split-dir", help="where to make the patient split (default: a temporary folder)")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON file to write")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON file to write (default: benchmarks/results/throughput.json)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS, help="default: all three")
     parser.add_argument("--max-images", type=int, help="use at most this many train images (default: all)")
-    parser.add_argument("--steps", type=int, default=20, help="timed training steps per round")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them in every round (buffers)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="timed rounds per feed, taking turns between feeds; the speed is their median")
+    parser.add_argument("--steps", type=int, default=15, help="timed training steps per round (default: 15)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them in every round (default: 3)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="timed rounds per feed, taking turns between feeds; the speed is their median (default: 5)")
     parser.add_argument("--full-epoch", action="store_true",
                         help="time a whole cached epoch of the pipeline after the first (slower)")
     parser.add_argument("--loader-workers", type=int, default=1,
-                        help="threads of the old loader (1 = Keras 2's fit_generator default)")
+                        help="threads of the old loader (default 1, as Keras 2's fit_generator)")
     parser.add_argument("--no-determinism", dest="deterministic", action="store_false",
                         help="skip tf op determinism (malaria_lib.train enables it on a CPU, so it is on by default)")
     parser.add_argument("--time-to-95", action="store_true", help="also train malarianet (cpu recipe) to 95%% val accuracy")
     parser.add_argument("--t95-target", type=float, default=0.95, help=argparse.SUPPRESS)
     parser.add_argument("--t95-epochs", type=int, help="override the recipe's epochs for --time-to-95 (tests)")
     parser.add_argument("--t95-full", action="store_true", help="run all epochs instead of stopping at the target")
-    parser.add_argument("--max-load", type=float, default=1.0, help="1-minute load average regarded as idle")
+    parser.add_argument("--max-load", type=float, default=1.0, help="1-minute load average regarded as idle (default: 1.0)")
     parser.add_argument("--wait-for-idle", type=float, default=0.0, metavar="SECONDS",
                         help="wait up to this long for the load to drop below --max-load before measuring")
     parser.add_argument("--seed", type=int, default=config.SEED)
