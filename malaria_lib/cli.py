@@ -109,6 +109,17 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(json.dumps(evaluation.to_dict(), indent=1) if args.json else evaluation.summary())
 
 
+def cmd_screen(args: argparse.Namespace) -> None:
+    _quiet_tensorflow()
+    from .screen import screen_model
+
+    screening = screen_model(args.model, args.data, args.split, args.patients, tta=args.tta, reps=args.bootstrap)
+    if args.json:
+        _print_json(screening.to_dict())
+    else:
+        print(screening.table())
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     from .predict import predict_files
@@ -206,6 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="average over the 8 flips and right-angle rotations")
     p.add_argument("--bootstrap", type=int, default=1000, help="patient bootstrap resamples for the intervals")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = add("screen", cmd_screen, "Screen patients: each one's parasitized-cell fraction (95% CI) and verdict.")
+    p.add_argument("--model", required=True, help="a .keras file; its card (.json beside it) holds the screening rule")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data", help="a folder of cells: NIH layout (labelled) or any folder of PNGs")
+    where.add_argument("--split", help="a split folder: its test patients are screened")
+    p.add_argument("--patients", nargs="+", metavar="CSV",
+                   help="NIH's patientid_cellmapping CSV(s) (default: the C-number in each file name)")
+    p.add_argument("--tta", action="store_true", help="average over the 8 flips and right-angle rotations")
+    p.add_argument("--bootstrap", type=int, default=1000, help="patient bootstrap resamples for the AUC and MAE intervals")
+    p.add_argument("--json", action="store_true", help="print one JSON object with a `patients` list and a `summary`")
 
     p = add("predict", cmd_predict, "Label image files (any size or mode) as Parasitized or Uninfected.")
     p.add_argument("images", nargs="+", help="image files or folders of PNGs")

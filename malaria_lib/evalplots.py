@@ -18,7 +18,7 @@ from sklearn import metrics as skm
 
 from . import config
 from .errors import MalariaError
-from .plots import _finish  # one way to attach a canvas and save, shared with the data figures
+from .plots import COLOURS, _finish  # colours and one way to attach a canvas and save, shared with the data figures
 
 MISLABELED_SHARE = "about 5%"  # literature estimate of the data set's label noise
 
@@ -183,5 +183,42 @@ def plot_patient_accuracy(per_patient: list[dict], title: str = "Accuracy per pa
     ax.set_xlabel("patient (sorted by accuracy)")
     ax.set_title(f"{title} ({len(rows)} patients)")
     ax.legend(loc="upper left")
+    fig.tight_layout()
+    return _finish(fig, save)
+
+
+def plot_patient_fractions(rows: list[dict], cutoff: float | None = None, title: str = "Patients screened",
+                           save: str | Path | None = None) -> Figure:
+    """Each patient's fraction of cells called parasitized (95% interval) against its labelled fraction.
+
+    Points on the diagonal are patients whose fraction the model gets right; colour says whether the
+    patient is infected, an open marker that the verdict was wrong; the dashed line is the rule's cutoff.
+    """
+    if not rows or any("labelled_fraction" not in r for r in rows):
+        raise MalariaError("Plotting fractions needs labelled patients; pass Screening.patients of labelled cells.")
+    fig = Figure(figsize=(5.8, 5.2))
+    ax = fig.subplots()
+    for infected, colour, name in ((True, COLOURS["Parasitized"], "infected"), (False, COLOURS["Uninfected"], "healthy")):
+        group = [r for r in rows if r["infected"] == infected]
+        if not group:
+            continue
+        x = np.array([r["labelled_fraction"] for r in group])
+        y = np.array([r["fraction"] for r in group])
+        err = np.array([[r["fraction"] - r["fraction_ci"][0], r["fraction_ci"][1] - r["fraction"]] for r in group]).T
+        ax.errorbar(x, y, yerr=err, fmt="none", ecolor=colour, alpha=0.4, linewidth=1)
+        right = np.array([r.get("verdict", infected) == infected for r in group])
+        ax.scatter(x[right], y[right], color=colour, s=28, label=f"{name} patients ({len(group)})", zorder=3)
+        if (~right).any():
+            ax.scatter(x[~right], y[~right], facecolors="white", edgecolors=colour, s=40, linewidths=1.5,
+                       label=f"{name}, wrong verdict ({int((~right).sum())})", zorder=4)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="predicted = labelled")
+    if cutoff is not None:
+        ax.axhline(cutoff, color="black", linestyle="--", linewidth=1, label=f"rule's cutoff {cutoff:.3f}")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("labelled fraction of parasitized cells")
+    ax.set_ylabel("fraction called parasitized (95% CI)")
+    ax.set_title(f"{title} ({len(rows)} patients)")
+    ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return _finish(fig, save)

@@ -135,11 +135,14 @@ class Evaluation:
     confusion: dict[str, int]
     per_patient: list[dict]
     notes: list[str] = field(default_factory=list)
+    patients: dict | None = None  # screening over patients (malaria_lib.screen), when the card holds a rule
 
     def to_dict(self) -> dict:
         flat: dict = {k: v for k, v in self.metrics.items()}
         flat.update(n_images=self.n_images, n_patients=self.n_patients, threshold=self.threshold,
                     intervals=self.intervals, confusion=self.confusion, per_patient=self.per_patient, notes=self.notes)
+        if self.patients is not None:
+            flat["patients"] = self.patients
         return flat
 
     def summary(self) -> str:
@@ -154,6 +157,12 @@ class Evaluation:
         c = self.confusion
         lines.append(f"  confusion    TP {c['tp']}  FN {c['fn']}  FP {c['fp']}  TN {c['tn']}")
         lines.extend(f"  note: {n}" for n in self.notes)
+        if self.patients is not None:
+            s = self.patients["summary"]
+            figures = ", ".join(f"{m} " + ("n/a" if s.get(m) is None else f"{s[m]:.3f}")
+                                for m in ("sensitivity", "specificity", "auc", "fraction_mae"))
+            lines.append(f"Patients screened ({s['patients']}: {s.get('infected', '?')} infected, "
+                         f"{s.get('healthy', '?')} healthy): {figures}")
         return "\n".join(lines)
 
 
@@ -204,4 +213,12 @@ def evaluate_model(model_path: str | Path, split_dir: str | Path | None = None, 
         evaluation.notes.append(f"No model card {card_path(model_path).name} beside the model: threshold 0.5 used.")
     size = int(model.input_shape[1])
     evaluation.notes.append(f"Cells were resized to the model's {size}x{size} input.")
+    from .screen import rule_from_card, screen_scores
+
+    rule = rule_from_card(card)
+    if rule is not None and all(cells.patients):
+        evaluation.patients = screen_scores(scores, cells.patients, rule, cells.labels, reps).to_dict()
+    else:
+        evaluation.notes.append("No patient screening: " + ("the model card holds no screening rule (`malaria screen "
+                                "--split` chooses one)." if rule is None else "some cells have no patient key."))
     return evaluation

@@ -48,7 +48,7 @@ RECIPES: dict[tuple[str, str], Recipe] = {
     ("tutorial_b", "full"): _B,
     ("malarianet", "full"): _OURS,
     ("tutorial_a", "cpu"): replace(_A, epochs=6),  # Adam at 1e-4 starts slowly: 4 epochs left it at 80%
-    ("tutorial_b", "cpu"): replace(_B, epochs=5),
+    ("tutorial_b", "cpu"): replace(_B, epochs=3),  # B learns fast (95% val on patients by epoch 2); keeps make run < 30 min
     ("malarianet", "cpu"): replace(_OURS, epochs=12),
     ("tutorial_a", "smoke"): replace(_A, epochs=2),
     ("tutorial_b", "smoke"): replace(_B, epochs=2),

@@ -219,7 +219,8 @@ def train(
 
 
 def write_model_card(model_path: Path, recipe: Recipe, val_part: SplitPart) -> dict:
-    """Store beside the model how to feed it and its decision threshold, chosen on validation cells."""
+    """Store beside the model how to feed it, its decision threshold (chosen on validation cells) and its patient
+    screening rule (chosen on validation patients)."""
     from .evaluate import choose_threshold, predict_proba, write_card
 
     card = {"model": recipe.model, "input_size": recipe.input_size, "resize": recipe.resize,
@@ -228,6 +229,13 @@ def write_model_card(model_path: Path, recipe: Recipe, val_part: SplitPart) -> d
     positive = val_part.labels == config.CLASSES.index(config.POSITIVE_CLASS)
     card.update(threshold=choose_threshold(positive.astype(int), scores),
                 threshold_from=f"validation cells ({len(val_part)}), Youden's J")
+    if all(val_part.patients):  # patients known: the screening rule, chosen on the same validation patients
+        from dataclasses import asdict
+
+        from .screen import choose_rule, patient_table
+
+        rows = patient_table(scores, val_part.patients, card["threshold"], val_part.labels)
+        card["screening"] = asdict(choose_rule(rows, card["threshold"]))
     write_card(model_path, card)
     return card
 

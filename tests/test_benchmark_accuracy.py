@@ -36,10 +36,20 @@ def test_cross_validation_scores_every_cell_once(tmp_path):
     out, oof = tmp_path / "acc.json", tmp_path / "oof.json"
     results = bench.main(["--data-dir", str(tmp_path / "d"), "--models", "malarianet", "--folds", "2",
                           "--profile", "smoke", "--epochs", "1", "--bootstrap", "20", "--work", str(tmp_path / "w"),
-                          "--out", str(out), "--oof", str(oof)])
+                          "--out", str(out), "--oof", str(oof), "--tta"])
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
     entry = results["models"]["malarianet"]
     assert len(entry["per_fold"]) == 2 and sum(f["cells"] for f in entry["per_fold"]) == 80
     assert 0.0 <= entry["summary"]["accuracy"]["mean"] <= 1.0
+    assert len(entry["tta"]["per_fold"]) == 2 and 0.0 <= entry["tta"]["summary"]["auc"]["mean"] <= 1.0
     scored = json.loads(oof.read_text())["malarianet"]
-    assert len(scored) == 80 and len({r["file"] for r in scored}) == 80
+    assert len(scored["cells"]) == 80 and len({r["file"] for r in scored["cells"]}) == 80
+    assert all(0.0 <= r["score_tta"] <= 1.0 for r in scored["cells"])
+    # every patient screened once, by its own fold's rule, and the pooled figures count all of them
+    patients = entry["patients"]
+    assert len(patients["rows"]) == 8 == patients["summary"]["patients"]
+    assert sorted(r["patient"] for r in patients["rows"]) == sorted({r["patient"] for r in scored["cells"]})
+    assert {r["fold"] for r in patients["rows"]} == {0, 1}
+    s = patients["summary"]
+    assert s["infected"] + s["healthy"] == 8 and s["healthy"] >= 1
+    assert s["sensitivity"] == s["confusion"]["tp"] / s["infected"]
