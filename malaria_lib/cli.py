@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, help="patient bootstrap resamples for the intervals")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = add("screen", cmd_screen, "Screen patients: each one's parasitized-cell fraction (95% CI) and verdict.")
+    p = add("screen", cmd_screen, "Screen patients: each one's fraction of cells called parasitized, with its interval, and a verdict.")
     p.add_argument("--model", required=True, help="a .keras file; its card (.json beside it) holds the screening rule")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--data", help="a folder of cells: NIH layout (labelled) or any folder of PNGs")

@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from malaria_lib.cli import main
 
 
@@ -33,3 +35,15 @@ def test_models_json_lists_exact_parameter_counts(capsys):
     assert rows["tutorial_a"]["params"] == 8_417_634 and rows["tutorial_a"]["input_size"] == 128
     assert rows["tutorial_b"]["params"] == 1_900_098 and rows["tutorial_b"]["input_size"] == 125
     assert "malarianet" in rows
+
+
+def test_every_command_has_working_help(capsys):
+    from malaria_lib.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert {"fetch", "train", "evaluate", "screen", "predict", "run"} <= set(commands)
+    for name in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            main([name, "--help"])
+        assert exit_info.value.code == 0, name
+        assert f"usage: malaria {name}" in capsys.readouterr().out
