@@ -38,7 +38,7 @@ from malaria_lib.inventory import CellRecord, list_cells  # noqa: E402
 from malaria_lib.pipeline import read_part  # noqa: E402
 from malaria_lib.screen import patient_table, rule_from_card, summarise_patients  # noqa: E402
 from malaria_lib.split import _assign_by_patient, write_split  # noqa: E402
-from malaria_lib.train import load_model, train, versions  # noqa: E402
+from malaria_lib.train import decisions_from_validation, load_model, train, versions  # noqa: E402
 
 
 def patient_folds(cells: list[CellRecord], k: int, seed: int) -> dict[str, int]:
@@ -60,6 +60,48 @@ def patient_folds(cells: list[CellRecord], k: int, seed: int) -> dict[str, int]:
     return fold
 
 
+def _hindsight_accuracy(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The accuracy had the threshold been chosen on the test cells themselves: not a result (it peeks), but the
+    ceiling of what a better threshold could buy, so a gap in accuracy can be told apart from a gap in ranking."""
+    positive = np.asarray(labels) == POSITIVE
+    order = np.argsort(-scores, kind="stable")
+    hits = positive[order]
+    # calling the top i cells parasitized: true positives cumsum(hits)[i-1], true negatives (#neg - false positives)
+    correct = np.concatenate([[0], np.cumsum(hits)]) + (~positive).sum() - np.concatenate([[0], np.cumsum(~hits)])
+    return float(correct.max() / len(scores))
+
+
+def _contradictions(positive: np.ndarray, scores: np.ndarray) -> dict:
+    """How many cells the out-of-fold model contradicts with confidence: candidates for label errors (an
+    expert would have to look), and a floor under what any model can score against these labels."""
+    return {f"margin {margin}": {"parasitized_scored_below": int(((scores < margin) & (positive == 1)).sum()),
+                                 "uninfected_scored_above": int(((scores > 1 - margin) & (positive == 0)).sum()),
+                                 "cells": int(len(scores))}
+            for margin in (0.5, 0.2, 0.1, 0.05)}
+
+
+def _empty() -> dict:
+    return {"per_fold": [], "patients": [], "scores": []}
+
+
+def _score_variant(variant: dict, fold: int, test, scores: np.ndarray, threshold: float, rule, train_seconds: float,
+                   predict_seconds: float, trained, args: argparse.Namespace) -> None:
+    """Add one fold's test scores of one variant (a model, TTA, another seed, the ensemble) to its tallies."""
+    evaluation = evaluate_scores(test.labels, scores, test.patients, threshold, reps=args.bootstrap)
+    variant["per_fold"].append({
+        "fold": fold, "patients": evaluation.n_patients, "cells": evaluation.n_images,
+        "train_seconds": round(train_seconds, 1),
+        "epochs": len(trained.history.get("epoch", [])) if trained is not None else None,
+        "predict_ms_per_cell": round(1000 * predict_seconds / len(test), 3), "threshold": threshold,
+        **evaluation.metrics, "accuracy_at_hindsight_threshold": _hindsight_accuracy(test.labels, scores)})
+    variant["scores"].append(scores)
+    if rule is not None:
+        table = patient_table(scores, test.patients, rule.cell_threshold, test.labels)
+        for row in table:
+            row.update(fold=fold, verdict=rule.infected(row["called_parasitized"], row["cells"]), cutoff=rule.cutoff)
+        variant["patients"].extend(table)
+
+
 def run(args: argparse.Namespace) -> dict:
     if args.source:
         fetch(args.source, args.data_dir, progress=False)
@@ -68,9 +110,11 @@ def run(args: argparse.Namespace) -> dict:
     work = Path(args.work or tempfile.mkdtemp(prefix="malaria-cv-"))
     results: dict = {"folds": args.folds, "profile": args.profile, "seed": args.seed, "models": {}}
     oof: dict[str, dict] = {}
+    seeds = args.seeds or [args.seed]
     for model in args.models:
-        per_fold, per_fold_tta, rows_all, tta_rows_all = [], [], [], []
-        scores_all, tta_all, labels_all, patients_all, paths_all = [], [], [], [], []
+        # variant name -> per-fold metrics, patient rows, out-of-fold scores
+        variants: dict[str, dict] = {}
+        labels_all, patients_all, paths_all = [], [], []
         for k in range(args.folds):
             test_cells = [c for c in cells if folds[c.patient] == k]
             rest = [c for c in cells if folds[c.patient] != k]
@@ -78,65 +122,68 @@ def run(args: argparse.Namespace) -> dict:
             split = work / f"fold{k}"
             write_split(rest + test_cells, rest_parts + ["test"] * len(test_cells), split,
                         {"strategy": "cv", "fold": k, "folds": args.folds, "seed": args.seed})
-            started = time.perf_counter()
-            trained = train(model, split, work / f"{model}_fold{k}", args.profile, seed=args.seed, force=True,
-                            verbose=2 if args.verbose else 0, **({"epochs": args.epochs} if args.epochs else {}))
-            seconds = time.perf_counter() - started
-            test = read_part(split, "test")
-            network = load_model(trained.best_model)
-            card = read_card(trained.best_model, network)
-            rule = rule_from_card(card)
-            variants = [("plain", False, per_fold, rows_all, scores_all)]
-            if args.tta:
-                variants.append(("tta", True, per_fold_tta, tta_rows_all, tta_all))
-            for _, tta, fold_rows, patient_rows, kept in variants:
-                started_predict = time.perf_counter()
-                scores = predict_proba(network, test, card, tta=tta)
-                predict_seconds = time.perf_counter() - started_predict
-                evaluation = evaluate_scores(test.labels, scores, test.patients, card["threshold"], reps=args.bootstrap)
-                fold_rows.append({"fold": k, "patients": evaluation.n_patients, "cells": evaluation.n_images,
-                                  "train_seconds": round(seconds, 1), "epochs": len(trained.history.get("epoch", [])),
-                                  "predict_ms_per_cell": round(1000 * predict_seconds / len(test), 3),
-                                  "threshold": card["threshold"], **evaluation.metrics})
-                kept.append(scores)
-                if rule is not None:
-                    table = patient_table(scores, test.patients, rule.cell_threshold, test.labels)
-                    for row in table:
-                        row.update(fold=k, verdict=rule.infected(row["called_parasitized"], row["cells"]),
-                                   cutoff=rule.cutoff)
-                    patient_rows.extend(table)
+            test, val = read_part(split, "test"), read_part(split, "val")
+            members: list[tuple[np.ndarray, np.ndarray, float]] = []  # (val scores, test scores, predict seconds)
+            fold_seconds = []
+            for i, seed in enumerate(seeds):
+                run_dir = work / (f"{model}_fold{k}" + (f"_seed{seed}" if seed != args.seed else ""))
+                trained = train(model, split, run_dir, args.profile, seed=seed, force=not args.reuse,
+                                replace_stale=True, verbose=2 if args.verbose else 0,
+                                **({"epochs": args.epochs} if args.epochs else {}))
+                seconds = trained.seconds  # fitting only, as the run recorded it (also when reused)
+                fold_seconds.append(seconds)
+                network = load_model(trained.best_model)
+                card = read_card(trained.best_model, network)
+                for tta in (False, True) if (args.tta and i == 0) else (False,):
+                    started_predict = time.perf_counter()
+                    scores = predict_proba(network, test, card, tta=tta)
+                    predict_seconds = time.perf_counter() - started_predict
+                    name = ("tta" if tta else "plain") if i == 0 else f"seed{seed}"
+                    _score_variant(variants.setdefault(name, _empty()), k, test, scores, card["threshold"],
+                                   rule_from_card(card), seconds, predict_seconds, trained, args)
+                    if not tta:
+                        members.append((predict_proba(network, val, card), scores, predict_seconds))
+            if len(members) > 1:
+                val_scores = np.mean([m[0] for m in members], axis=0)
+                scores = np.mean([m[1] for m in members], axis=0)
+                decisions = decisions_from_validation(val_scores, val)
+                _score_variant(variants.setdefault("ensemble", _empty()), k, test, scores, decisions["threshold"],
+                               rule_from_card(decisions), sum(fold_seconds), sum(m[2] for m in members), None, args)
             labels_all.append(test.labels)
             patients_all += test.patients
             paths_all += [Path(p).name for p in test.paths]
-            m = per_fold[-1]
-            print(f"{model} fold {k}: accuracy {m['accuracy']:.4f} auc {m['auc']} in {seconds:.0f} s"
-                  + (f"; with TTA {per_fold_tta[-1]['accuracy']:.4f}" if args.tta else ""), file=sys.stderr)
+            print(f"{model} fold {k}: " + "; ".join(f"{name} accuracy {v['per_fold'][-1]['accuracy']:.4f} "
+                                                     f"auc {v['per_fold'][-1]['auc']:.4f}"
+                                                     for name, v in variants.items())
+                  + f" (trained in {', '.join(f'{s:.0f}' for s in fold_seconds)} s)", file=sys.stderr)
         pooled_labels = np.concatenate(labels_all)
         positive = (pooled_labels == POSITIVE).astype(int)
         entry: dict = {}
-        for name, fold_rows, patient_rows, kept in (("plain", per_fold, rows_all, scores_all),
-                                                    ("tta", per_fold_tta, tta_rows_all, tta_all)):
-            if not fold_rows:
-                continue
+        for name, variant in variants.items():
             summary = {}
-            for metric in (*METRICS, "train_seconds", "predict_ms_per_cell"):
-                values = [f[metric] for f in fold_rows if f[metric] is not None]
+            for metric in (*METRICS, "accuracy_at_hindsight_threshold", "train_seconds", "predict_ms_per_cell"):
+                values = [f[metric] for f in variant["per_fold"] if f[metric] is not None]
                 summary[metric] = {"mean": float(np.mean(values)),
                                    "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
-            pooled = np.concatenate(kept)
-            part = {"per_fold": fold_rows, "summary": summary, "pooled_auc": float(roc_auc_score(positive, pooled))}
-            if patient_rows:
-                figures, notes = summarise_patients(patient_rows, "fraction", reps=args.bootstrap, seed=args.seed)
-                part["patients"] = {"summary": figures, "notes": notes, "rows": patient_rows}
+            pooled = np.concatenate(variant["scores"])
+            part = {"per_fold": variant["per_fold"], "summary": summary,
+                    "pooled_auc": float(roc_auc_score(positive, pooled)),
+                    "confident_contradictions": _contradictions(positive, pooled)}
+            if variant["patients"]:
+                figures, notes = summarise_patients(variant["patients"], "fraction", reps=args.bootstrap,
+                                                    seed=args.seed)
+                part["patients"] = {"summary": figures, "notes": notes, "rows": variant["patients"]}
             entry[name] = part
-        results["models"][model] = {**entry["plain"], **({"tta": entry["tta"]} if "tta" in entry else {})}
+        results["models"][model] = {**entry.pop("plain"), **entry}
+        if len(seeds) > 1:
+            results["models"][model]["seeds"] = seeds
         oof[model] = {"cells": [{"file": f, "patient": p, "label": config.CLASSES[int(y)], "fold": folds[p],
-                                 "score": float(s), **({"score_tta": float(t)} if args.tta else {})}
-                                for f, p, y, s, t in zip(paths_all, patients_all, pooled_labels,
-                                                         np.concatenate(scores_all),
-                                                         np.concatenate(tta_all) if args.tta else
-                                                         np.zeros(len(pooled_labels)), strict=True)],
-                      "patients": rows_all}
+                                 **{("score" if name == "plain" else f"score_{name}"): float(v[i])
+                                    for name, v in ((n, np.concatenate(var["scores"])) for n, var in
+                                                    variants.items())}}
+                                for i, (f, p, y) in enumerate(zip(paths_all, patients_all, pooled_labels,
+                                                                  strict=True))],
+                      "patients": variants["plain"]["patients"]}
     results["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), **versions(),
                           "date": time.strftime("%Y-%m-%d")}
     results["data"] = {"source": args.source or str(args.data_dir), "cells": len(cells), "patients": len(folds)}
@@ -155,6 +202,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--epochs", type=int, help="override the profile's epochs (for quick checks)")
     parser.add_argument("--seed", type=int, default=config.SEED)
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="train each fold once per seed and also score their mean (reported under 'ensemble')")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep finished runs in --work that have the same settings instead of retraining")
     parser.add_argument("--tta", action="store_true", help="also score with the 8 flips and rotations (reported under 'tta')")
     parser.add_argument("--bootstrap", type=int, default=200, help="resamples for each fold's intervals")
     parser.add_argument("--work", help="folder for the folds' splits and runs (default: a temporary folder)")
@@ -166,7 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     for model, entry in results["models"].items():
-        for name, part in (("", entry), (" +TTA", entry.get("tta"))):
+        for name, part in (("", entry), *((f" {n}", entry[n]) for n in entry
+                                           if isinstance(entry[n], dict) and "per_fold" in entry[n])):
             if part is None:
                 continue
             s = part["summary"]

@@ -221,23 +221,30 @@ def train(
 def write_model_card(model_path: Path, recipe: Recipe, val_part: SplitPart) -> dict:
     """Store beside the model how to feed it, its decision threshold (chosen on validation cells) and its patient
     screening rule (chosen on validation patients)."""
-    from .evaluate import choose_threshold, predict_proba, write_card
+    from .evaluate import predict_proba, write_card
 
     card = {"model": recipe.model, "input_size": recipe.input_size, "resize": recipe.resize,
             "classes": list(config.CLASSES), "positive_class": config.POSITIVE_CLASS}
-    scores = predict_proba(load_model(model_path), val_part, card)
-    positive = val_part.labels == config.CLASSES.index(config.POSITIVE_CLASS)
-    card.update(threshold=choose_threshold(positive.astype(int), scores),
-                threshold_from=f"validation cells ({len(val_part)}), Youden's J")
-    if all(val_part.patients):  # patients known: the screening rule, chosen on the same validation patients
-        from dataclasses import asdict
-
-        from .screen import choose_rule, patient_table
-
-        rows = patient_table(scores, val_part.patients, card["threshold"], val_part.labels)
-        card["screening"] = asdict(choose_rule(rows, card["threshold"]))
+    card.update(decisions_from_validation(predict_proba(load_model(model_path), val_part, card), val_part))
     write_card(model_path, card)
     return card
+
+
+def decisions_from_validation(scores: np.ndarray, val_part: SplitPart) -> dict:
+    """The cell threshold (Youden's J on validation cells) and, when patients are known, the screening rule chosen on
+    the same validation patients: what a model card stores, for one model's scores or an ensemble's mean."""
+    from dataclasses import asdict
+
+    from .evaluate import choose_threshold
+    from .screen import choose_rule, patient_table
+
+    positive = val_part.labels == config.CLASSES.index(config.POSITIVE_CLASS)
+    decisions: dict = {"threshold": choose_threshold(positive.astype(int), scores),
+                       "threshold_from": f"validation cells ({len(val_part)}), Youden's J"}
+    if all(val_part.patients):
+        rows = patient_table(scores, val_part.patients, decisions["threshold"], val_part.labels)
+        decisions["screening"] = asdict(choose_rule(rows, decisions["threshold"]))
+    return decisions
 
 
 def _prepare_folder(out_dir: Path, settings: dict, force: bool, resume: str | Path | None,

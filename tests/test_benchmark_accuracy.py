@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
+
 from malaria_lib.synth import make_synthetic_cells
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,10 +43,15 @@ def test_cross_validation_scores_every_cell_once(tmp_path):
     entry = results["models"]["malarianet"]
     assert len(entry["per_fold"]) == 2 and sum(f["cells"] for f in entry["per_fold"]) == 80
     assert 0.0 <= entry["summary"]["accuracy"]["mean"] <= 1.0
+    # no threshold does better than the one picked in hindsight on the test cells
+    assert all(f["accuracy"] <= f["accuracy_at_hindsight_threshold"] + 1e-9 for f in entry["per_fold"])
     assert len(entry["tta"]["per_fold"]) == 2 and 0.0 <= entry["tta"]["summary"]["auc"]["mean"] <= 1.0
     scored = json.loads(oof.read_text())["malarianet"]
     assert len(scored["cells"]) == 80 and len({r["file"] for r in scored["cells"]}) == 80
     assert all(0.0 <= r["score_tta"] <= 1.0 for r in scored["cells"])
+    wrong = entry["confident_contradictions"]["margin 0.5"]
+    assert wrong["parasitized_scored_below"] + wrong["uninfected_scored_above"] == sum(
+        (r["score"] < 0.5) == (r["label"] == "Parasitized") for r in scored["cells"])
     # every patient screened once, by its own fold's rule, and the pooled figures count all of them
     patients = entry["patients"]
     assert len(patients["rows"]) == 8 == patients["summary"]["patients"]
@@ -53,3 +60,43 @@ def test_cross_validation_scores_every_cell_once(tmp_path):
     s = patients["summary"]
     assert s["infected"] + s["healthy"] == 8 and s["healthy"] >= 1
     assert s["sensitivity"] == s["confusion"]["tp"] / s["infected"]
+
+
+def test_seeds_are_scored_alone_and_as_an_ensemble_and_reused(tmp_path):
+    bench = _load()
+    make_synthetic_cells(tmp_path / "d", n=64, seed=4, n_patients=8)
+    argv = ["--data-dir", str(tmp_path / "d"), "--models", "malarianet", "--folds", "2", "--profile", "smoke",
+            "--epochs", "1", "--bootstrap", "10", "--work", str(tmp_path / "w"), "--seeds", "5", "6", "--seed", "5",
+            "--out", str(tmp_path / "acc.json"), "--oof", str(tmp_path / "oof.json"), "--reuse"]
+    results = bench.main(argv)
+    entry = results["models"]["malarianet"]
+    assert entry["seeds"] == [5, 6]
+    assert len(entry["seed6"]["per_fold"]) == len(entry["ensemble"]["per_fold"]) == 2
+    cells = json.loads((tmp_path / "oof.json").read_text())["malarianet"]["cells"]
+    assert len(cells) == 64
+    mean = np.array([(c["score"] + c["score_seed6"]) / 2 for c in cells])
+    assert np.allclose([c["score_ensemble"] for c in cells], mean, atol=1e-6)
+    assert not np.allclose([c["score"] for c in cells], [c["score_seed6"] for c in cells])  # two different models
+    # the ensemble's training time is its members' together
+    for f, s5, s6 in zip(entry["ensemble"]["per_fold"], entry["per_fold"], entry["seed6"]["per_fold"], strict=True):
+        assert abs(f["train_seconds"] - (s5["train_seconds"] + s6["train_seconds"])) < 0.5
+    models = sorted((tmp_path / "w").glob("malarianet_fold*/best.keras"))
+    assert len(models) == 4
+    stamps = [m.stat().st_mtime_ns for m in models]
+    again = bench.main(argv)  # --reuse: nothing is retrained, the figures repeat
+    assert [m.stat().st_mtime_ns for m in models] == stamps
+    repeated = again["models"]["malarianet"]["ensemble"]["summary"]
+    for metric in ("accuracy", "auc", "sensitivity", "specificity", "train_seconds"):
+        assert repeated[metric] == entry["ensemble"]["summary"][metric]
+
+
+def test_hindsight_accuracy_is_the_best_any_threshold_reaches():
+    bench = _load()
+    from malaria_lib.evaluate import POSITIVE
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    scores = np.clip(rng.normal(0.5, 0.3, 300) + 0.2 * (labels == POSITIVE), 0, 1)
+    brute = max(((scores >= t) == (labels == POSITIVE)).mean() for t in np.concatenate([scores, [2.0]]))
+    assert bench._hindsight_accuracy(labels, scores) == brute
+    assert bench._hindsight_accuracy(labels, (labels == POSITIVE).astype(float)) == 1.0
