@@ -35,7 +35,7 @@ test: $(STAMP)  ## smoke series, unit tests (+ browser check of its HTML), then 
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg $(TEST_BUILD)/notebooks
 
 lint: $(STAMP)
-	$(BIN)/ruff check malaria_lib tests
+	$(BIN)/ruff check malaria_lib tests benchmarks notebooks
 
 html: $(STAMP)  ## re-render $(BUILD)/notebooks as $(BUILD)/html (make run does it too)
 	$(BIN)/malaria html --build $(BUILD)
