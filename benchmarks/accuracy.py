@@ -80,6 +80,35 @@ def _contradictions(positive: np.ndarray, scores: np.ndarray) -> dict:
             for margin in (0.5, 0.2, 0.1, 0.05)}
 
 
+def _recipe_overrides(pairs: list[str], parser: argparse.ArgumentParser) -> dict:
+    """'name=value' pairs as Recipe settings of the right type; an unknown name or bad value stops with one sentence."""
+    from dataclasses import fields
+
+    from malaria_lib.recipes import Recipe
+
+    types = {f.name: f.type for f in fields(Recipe)}
+    overrides = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in types or not value:
+            parser.error(f"--recipe takes SETTING=VALUE with a setting of malaria_lib.recipes.Recipe, not {pair!r}")
+        kind = str(types[name])
+        try:
+            if "bool" in kind:
+                if value.lower() not in ("true", "false"):
+                    raise ValueError
+                overrides[name] = value.lower() == "true"
+            elif "int" in kind and "None" not in value:
+                overrides[name] = int(value)
+            elif "float" in kind:
+                overrides[name] = float(value)
+            else:
+                overrides[name] = None if value == "None" else value
+        except ValueError:
+            parser.error(f"--recipe {pair!r}: {value!r} is not a valid {kind}")
+    return overrides
+
+
 def _empty() -> dict:
     return {"per_fold": [], "patients": [], "scores": []}
 
@@ -108,7 +137,8 @@ def run(args: argparse.Namespace) -> dict:
     cells, _ = list_cells(args.data_dir)
     folds = patient_folds(cells, args.folds, args.seed)
     work = Path(args.work or tempfile.mkdtemp(prefix="malaria-cv-"))
-    results: dict = {"folds": args.folds, "profile": args.profile, "seed": args.seed, "models": {}}
+    results: dict = {"folds": args.folds, "profile": args.profile, "seed": args.seed, "models": {},
+                     **({"recipe_overrides": args.recipe} if args.recipe else {})}
     oof: dict[str, dict] = {}
     seeds = args.seeds or [args.seed]
     for model in args.models:
@@ -129,7 +159,7 @@ def run(args: argparse.Namespace) -> dict:
                 run_dir = work / (f"{model}_fold{k}" + (f"_seed{seed}" if seed != args.seed else ""))
                 trained = train(model, split, run_dir, args.profile, seed=seed, force=not args.reuse,
                                 replace_stale=True, verbose=2 if args.verbose else 0,
-                                **({"epochs": args.epochs} if args.epochs else {}))
+                                **{**({"epochs": args.epochs} if args.epochs else {}), **args.recipe})
                 seconds = trained.seconds  # fitting only, as the run recorded it (also when reused)
                 fold_seconds.append(seconds)
                 network = load_model(trained.best_model)
@@ -201,6 +231,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--epochs", type=int, help="override the profile's epochs (for quick checks)")
+    parser.add_argument("--recipe", nargs="+", default=[], metavar="SETTING=VALUE",
+                        help="override recipe settings, e.g. standardize=true learning_rate=0.001")
     parser.add_argument("--seed", type=int, default=config.SEED)
     parser.add_argument("--seeds", type=int, nargs="+",
                         help="train each fold once per seed and also score their mean (reported under 'ensemble')")
@@ -213,6 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default="benchmarks/results/accuracy.json")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
+    args.recipe = _recipe_overrides(args.recipe, parser)
     results = run(args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))

@@ -62,7 +62,34 @@ def _conv_bn_relu(x: keras.KerasTensor, filters: int) -> keras.KerasTensor:
     return layers.ReLU()(x)
 
 
-def malarianet(input_size: int = 96) -> keras.Model:
+@keras.saving.register_keras_serializable(package="malaria_lib")
+class CellStandardization(layers.Layer):
+    """Each cell's channels brought to mean 0 and standard deviation 1 over the cell's own pixels.
+
+    The stain's colour and brightness differ from slide to slide, that is from patient to patient;
+    a network can learn them as a shortcut that fails on a new patient. Measured over the cell only
+    (pixels whose brightest channel exceeds `background`; the black surround stays 0), so a small
+    cell is not judged by how much black surrounds it. Part of the model, so every later use of the
+    saved model (evaluation, export, the explanations) gets the same input.
+    """
+
+    def __init__(self, background: float = 0.2, **kwargs):
+        super().__init__(**kwargs)
+        self.background = background  # above augmentation's brightened black (<= 0.15), below stained chromatin
+
+    def call(self, images):
+        ops = keras.ops
+        mask = ops.cast(ops.max(images, axis=-1, keepdims=True) > self.background, images.dtype)
+        count = ops.maximum(ops.sum(mask, axis=(1, 2), keepdims=True), 1.0)
+        mean = ops.sum(images * mask, axis=(1, 2), keepdims=True) / count
+        variance = ops.sum(ops.square(images - mean) * mask, axis=(1, 2), keepdims=True) / count
+        return (images - mean) / ops.sqrt(variance + 1e-5) * mask
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "background": self.background}
+
+
+def malarianet(input_size: int = 96, standardize: bool = False) -> keras.Model:
     """Our compact CNN: small, fast on a 2-core CPU, and built to generalise to new patients.
 
     BatchNorm speeds and stabilises training; global average pooling replaces the huge
@@ -71,7 +98,7 @@ def malarianet(input_size: int = 96) -> keras.Model:
     wide on ~130 px cells) remain visible.
     """
     inputs = keras.Input(shape=(input_size, input_size, 3), name="image")
-    x = inputs
+    x = CellStandardization(name="cell_standardization")(inputs) if standardize else inputs
     for filters in (16, 32, 64):
         x = _conv_bn_relu(x, filters)
         x = _conv_bn_relu(x, filters)
@@ -115,13 +142,22 @@ MODELS: dict[str, ModelSpec] = {
 DEFAULT_MODEL = "malarianet"
 
 
-def build_model(name: str, input_size: int | None = None) -> keras.Model:
-    """Build a registered model by name, at its default input size unless one is given."""
+def build_model(name: str, input_size: int | None = None, standardize: bool = False) -> keras.Model:
+    """Build a registered model by name, at its default input size unless one is given.
+
+    `standardize` puts a CellStandardization layer first; only our network takes it (the tutorials
+    stay as they were published).
+    """
     spec = MODELS.get(name)
     if spec is None:
         known = ", ".join(sorted(MODELS))
         raise MalariaError(f"Unknown model {name!r}; choose one of: {known}.")
-    return spec.builder(spec.input_size if input_size is None else input_size)
+    size = spec.input_size if input_size is None else input_size
+    if standardize:
+        if name != "malarianet":
+            raise MalariaError(f"Only malarianet can standardize its cells; {name} is kept as its tutorial built it.")
+        return spec.builder(size, standardize=True)
+    return spec.builder(size)
 
 
 def describe_models() -> list[dict]:

@@ -28,6 +28,7 @@ class Recipe:
     label_smoothing: float = 0.0
     augment: str | None = None  # tutorial_a | ours | None
     resize: str = "bilinear"  # how cells are scaled to the input size
+    standardize: bool = False  # each cell's channels to mean 0, sd 1 inside the model (models.CellStandardization)
     early_stopping: int | None = None  # patience in epochs on val_accuracy
     max_train_images: int | None = None  # cap for quick profiles; a seeded sample, stratified by class
 
@@ -68,4 +69,7 @@ def get_recipe(model: str, profile: str, **overrides) -> Recipe:
     unknown = set(overrides) - set(Recipe.__dataclass_fields__)
     if unknown:
         raise MalariaError(f"Unknown recipe setting(s) {', '.join(sorted(unknown))}; see malaria_lib.recipes.Recipe.")
-    return replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+    recipe = replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+    if recipe.standardize and model != "malarianet":
+        raise MalariaError(f"Only malarianet can standardize its cells; {model} is kept as its tutorial built it.")
+    return recipe

@@ -191,7 +191,7 @@ def train(
         if start_from is not None:
             model = load_model(start_from)
         else:
-            model = compile_model(build_model(model_name, recipe.input_size), recipe, steps)
+            model = compile_model(build_model(model_name, recipe.input_size, recipe.standardize), recipe, steps)
     history = read_history(out_dir)
     best_so_far = max(history.get("val_accuracy", [float("-inf")]))
     callbacks: list[keras.callbacks.Callback] = [

@@ -100,3 +100,19 @@ def test_hindsight_accuracy_is_the_best_any_threshold_reaches():
     brute = max(((scores >= t) == (labels == POSITIVE)).mean() for t in np.concatenate([scores, [2.0]]))
     assert bench._hindsight_accuracy(labels, scores) == brute
     assert bench._hindsight_accuracy(labels, (labels == POSITIVE).astype(float)) == 1.0
+
+
+def test_recipe_overrides_are_typed_and_unknown_ones_refused(capsys):
+    import argparse
+
+    import pytest
+
+    bench = _load()
+    parser = argparse.ArgumentParser()
+    assert bench._recipe_overrides(["standardize=true", "learning_rate=0.001", "epochs=24", "augment=None"],
+                                   parser) == {"standardize": True, "learning_rate": 0.001, "epochs": 24,
+                                               "augment": None}
+    for bad in (["colour=1"], ["epochs=many"], ["standardize=yes"], ["epochs"]):
+        with pytest.raises(SystemExit):
+            bench._recipe_overrides(bad, parser)
+        assert "--recipe" in capsys.readouterr().err

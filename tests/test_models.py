@@ -136,3 +136,49 @@ def test_describe_models_returns_all_three():
     assert by_name["tutorial_a"]["params"] == 8_417_634
     assert by_name["tutorial_b"]["params"] == 1_900_098
     assert by_name["malarianet"]["input_size"] == 96
+
+
+def _cells(seed: int = 0) -> np.ndarray:
+    """Round 'cells' on black, with a dark spot: enough structure for the standardization to act on."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:32, :32]
+    inside = ((yy - 16) ** 2 + (xx - 16) ** 2 < 13 ** 2)[..., None]
+    images = np.clip(rng.normal([0.8, 0.55, 0.6], 0.05, (4, 32, 32, 3)), 0.3, 1.0) * inside
+    images[:, 12:15, 14:17] = [0.45, 0.25, 0.55]
+    return images.astype(np.float32)
+
+
+def test_cell_standardization_ignores_the_stain_and_keeps_the_background_black():
+    layer = models.CellStandardization()
+    cells = _cells()
+    out = np.asarray(layer(cells))
+    inside = cells.max(axis=-1) > 0.2
+    assert np.allclose(out[~inside], 0.0)
+    assert np.allclose(out[inside].reshape(4, -1, 3).mean(axis=1), 0.0, atol=1e-4)
+    assert np.allclose(out[inside].reshape(4, -1, 3).std(axis=1), 1.0, atol=0.01)
+    # another slide: each channel of the cell scaled and shifted (a bluer, darker stain) gives the same input
+    restained = np.where(inside[..., None], cells * np.float32([0.7, 0.9, 1.1]) + np.float32([0.0, 0.05, -0.02]), 0.0)
+    assert np.allclose(np.asarray(layer(restained.astype(np.float32))), out, atol=0.02)
+    assert not np.allclose(restained, cells, atol=0.05)
+
+
+def test_standardized_malarianet_saves_loads_and_exports(tmp_path):
+    import keras
+
+    from malaria_lib.export import TFLiteModel, export_tflite
+
+    keras.utils.set_random_seed(0)
+    model = models.build_model("malarianet", 32, standardize=True)
+    assert model.layers[1].name == "cell_standardization"
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    cells = _cells(1)
+    assert np.allclose(loaded.predict(cells, verbose=0), model.predict(cells, verbose=0), atol=1e-6)
+    paths = export_tflite(tmp_path / "m.keras", tmp_path / "export", cells)
+    float16 = TFLiteModel(paths["float16"]).scores(cells)
+    assert np.allclose(float16, model.predict(cells, verbose=0)[:, 0], atol=0.02)
+
+
+def test_only_our_network_standardizes():
+    with pytest.raises(MalariaError, match="Only malarianet"):
+        models.build_model("tutorial_b", standardize=True)

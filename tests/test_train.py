@@ -90,6 +90,9 @@ def test_refusals(tmp_path, split_dir, capsys):
     assert "Unknown profile 'gpu'" in capsys.readouterr().err
     assert main(["train", "--split", str(tmp_path), "--out", str(tmp_path / "o2"), "--profile", "smoke"]) == 2
     assert "no manifest.csv" in capsys.readouterr().err
+    assert run("--model", "tutorial_b", "--standardize") == 2
+    assert "Only malarianet can standardize" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before anything was written
     assert run("--model", "tutorial_b") == 0
     capsys.readouterr()
     assert run("--model", "tutorial_a") == 2  # another run is there
@@ -119,3 +122,12 @@ def test_series_runs_are_replaced_when_the_recipe_changes(tmp_path, split_dir):
         train("malarianet", split_dir, out, "smoke", epochs=2, verbose=0)
     result = train("malarianet", split_dir, out, "smoke", epochs=2, replace_stale=True, verbose=0)
     assert len(result.history["epoch"]) == 2 and not result.reused
+
+
+def test_standardized_training_keeps_the_layer_in_the_saved_model(tmp_path, split_dir, capsys):
+    assert main(["train", "--split", str(split_dir), "--out", str(tmp_path / "s"), "--profile", "smoke",
+                 "--epochs", "1", "--quiet", "--standardize"]) == 0
+    settings = json.loads((tmp_path / "s" / "settings.json").read_text())
+    assert settings["recipe"]["standardize"] is True
+    model = load_model(tmp_path / "s" / "best.keras")
+    assert model.get_layer("cell_standardization") is not None
