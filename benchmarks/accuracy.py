@@ -32,7 +32,15 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from malaria_lib import config  # noqa: E402
-from malaria_lib.evaluate import METRICS, POSITIVE, evaluate_scores, predict_proba, read_card  # noqa: E402
+from malaria_lib.evaluate import (  # noqa: E402
+    METRICS,
+    POSITIVE,
+    THRESHOLD_RULES,
+    choose_threshold,
+    evaluate_scores,
+    predict_proba,
+    read_card,
+)
 from malaria_lib.fetch import fetch  # noqa: E402
 from malaria_lib.inventory import CellRecord, list_cells  # noqa: E402
 from malaria_lib.pipeline import read_part  # noqa: E402
@@ -113,17 +121,27 @@ def _empty() -> dict:
     return {"per_fold": [], "patients": [], "scores": []}
 
 
-def _score_variant(variant: dict, fold: int, test, scores: np.ndarray, threshold: float, rule, train_seconds: float,
-                   predict_seconds: float, trained, args: argparse.Namespace) -> None:
-    """Add one fold's test scores of one variant (a model, TTA, another seed, the ensemble) to its tallies."""
+def _score_variant(variant: dict, fold: int, test, scores: np.ndarray, val, val_scores: np.ndarray,
+                   train_seconds: float, predict_seconds: float, trained, args: argparse.Namespace) -> None:
+    """Add one fold's test scores of one variant (a model, TTA, another seed, the ensemble) to its tallies.
+
+    The threshold and screening rule are chosen here from the variant's own validation scores with the library's
+    current rule (what its model card would say), so runs reused from an older version are judged the same way."""
+    decisions = decisions_from_validation(val_scores, val)
+    threshold = decisions["threshold"]
     evaluation = evaluate_scores(test.labels, scores, test.patients, threshold, reps=args.bootstrap)
+    val_positive = val.labels == POSITIVE
+    by_rule = {rule: float(np.mean((scores >= choose_threshold(val_positive, val_scores, rule)) == (test.labels == POSITIVE)))
+               for rule in THRESHOLD_RULES}
     variant["per_fold"].append({
         "fold": fold, "patients": evaluation.n_patients, "cells": evaluation.n_images,
         "train_seconds": round(train_seconds, 1),
         "epochs": len(trained.history.get("epoch", [])) if trained is not None else None,
         "predict_ms_per_cell": round(1000 * predict_seconds / len(test), 3), "threshold": threshold,
-        **evaluation.metrics, "accuracy_at_hindsight_threshold": _hindsight_accuracy(test.labels, scores)})
+        **evaluation.metrics, "accuracy_at_hindsight_threshold": _hindsight_accuracy(test.labels, scores),
+        **{f"accuracy_threshold_{rule}": value for rule, value in by_rule.items()}})
     variant["scores"].append(scores)
+    rule = rule_from_card(decisions)
     if rule is not None:
         table = patient_table(scores, test.patients, rule.cell_threshold, test.labels)
         for row in table:
@@ -168,17 +186,16 @@ def run(args: argparse.Namespace) -> dict:
                     started_predict = time.perf_counter()
                     scores = predict_proba(network, test, card, tta=tta)
                     predict_seconds = time.perf_counter() - started_predict
+                    val_scores = predict_proba(network, val, card, tta=tta)
                     name = ("tta" if tta else "plain") if i == 0 else f"seed{seed}"
-                    _score_variant(variants.setdefault(name, _empty()), k, test, scores, card["threshold"],
-                                   rule_from_card(card), seconds, predict_seconds, trained, args)
+                    _score_variant(variants.setdefault(name, _empty()), k, test, scores, val, val_scores, seconds,
+                                   predict_seconds, trained, args)
                     if not tta:
-                        members.append((predict_proba(network, val, card), scores, predict_seconds))
+                        members.append((val_scores, scores, predict_seconds))
             if len(members) > 1:
-                val_scores = np.mean([m[0] for m in members], axis=0)
-                scores = np.mean([m[1] for m in members], axis=0)
-                decisions = decisions_from_validation(val_scores, val)
-                _score_variant(variants.setdefault("ensemble", _empty()), k, test, scores, decisions["threshold"],
-                               rule_from_card(decisions), sum(fold_seconds), sum(m[2] for m in members), None, args)
+                _score_variant(variants.setdefault("ensemble", _empty()), k, test,
+                               np.mean([m[1] for m in members], axis=0), val, np.mean([m[0] for m in members], axis=0),
+                               sum(fold_seconds), sum(m[2] for m in members), None, args)
             labels_all.append(test.labels)
             patients_all += test.patients
             paths_all += [Path(p).name for p in test.paths]
@@ -191,7 +208,9 @@ def run(args: argparse.Namespace) -> dict:
         entry: dict = {}
         for name, variant in variants.items():
             summary = {}
-            for metric in (*METRICS, "accuracy_at_hindsight_threshold", "train_seconds", "predict_ms_per_cell"):
+            for metric in (*METRICS, "accuracy_at_hindsight_threshold",
+                           *(f"accuracy_threshold_{rule}" for rule in THRESHOLD_RULES), "train_seconds",
+                           "predict_ms_per_cell"):
                 values = [f[metric] for f in variant["per_fold"] if f[metric] is not None]
                 summary[metric] = {"mean": float(np.mean(values)),
                                    "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}

@@ -94,9 +94,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .train import train
 
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "max_train_images": args.max_train_images,
-                 "standardize": True if args.standardize else None}
+                 "standardize": args.standardize}
     result = train(args.model, args.split, args.out, args.profile, seed=args.seed, force=args.force,
-                   resume=args.resume, verbose=2 if args.quiet else "auto", **overrides)
+                   resume=args.resume, verbose=2 if args.quiet else "auto",
+                   **{name: value for name, value in overrides.items() if value is not None})  # unset: the recipe's
     state = "already trained; reused" if result.reused else f"trained in {result.seconds:.0f} s"
     print(f"{args.model} ({args.profile}): {state}; best val_accuracy {result.best_val_accuracy:.4f} at epoch "
           f"{result.best_epoch}; best model {result.best_model}")
@@ -206,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="override the profile's number of epochs")
     p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     p.add_argument("--max-train-images", type=int, help="train on a class-balanced sample of at most N cells")
-    p.add_argument("--standardize", action="store_true",
-                   help="malarianet only: standardize each cell's colours inside the model (chapter 5)")
+    p.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
+                   help="malarianet: standardize each cell's colours inside the model (its recipe's default; "
+                        "--no-standardize turns it off, chapter 5); the tutorials' networks cannot")
     p.add_argument("--resume", help="continue from this .keras checkpoint (a run resumes its own last.keras by itself)")
     p.add_argument("--force", action="store_true", help="replace another run in --out and start over")
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")

@@ -42,7 +42,7 @@ _A = Recipe("tutorial_a", 128, 16, 30, "adam", 1e-4, augment="tutorial_a", resiz
 _B = Recipe("tutorial_b", 125, 32, 10, "rmsprop", 1e-3, resize="nearest")
 # Ours: see the model chapter for what each choice bought.
 _OURS = Recipe("malarianet", 96, 32, 30, "adamw", 3e-3, schedule="cosine", weight_decay=1e-4,
-               label_smoothing=0.05, augment="ours", resize="area", early_stopping=None)
+               label_smoothing=0.05, augment="ours", resize="area", standardize=True, early_stopping=None)
 
 RECIPES: dict[tuple[str, str], Recipe] = {
     ("tutorial_a", "full"): _A,
@@ -57,6 +57,9 @@ RECIPES: dict[tuple[str, str], Recipe] = {
 }
 
 
+_OPTIONAL = {"augment", "early_stopping", "max_train_images"}  # the settings for which None means "none"
+
+
 def get_recipe(model: str, profile: str, **overrides) -> Recipe:
     """The recipe for a model in a profile, with optional overrides (e.g. epochs=3)."""
     if profile not in PROFILES:
@@ -69,7 +72,11 @@ def get_recipe(model: str, profile: str, **overrides) -> Recipe:
     unknown = set(overrides) - set(Recipe.__dataclass_fields__)
     if unknown:
         raise MalariaError(f"Unknown recipe setting(s) {', '.join(sorted(unknown))}; see malaria_lib.recipes.Recipe.")
-    recipe = replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+    # None is a value here (augment=None trains without augmentation); callers leave out what they do not set
+    cannot_be_none = sorted(k for k, v in overrides.items() if v is None and k not in _OPTIONAL)
+    if cannot_be_none:
+        raise MalariaError(f"Recipe setting(s) {', '.join(cannot_be_none)} need a value, not None.")
+    recipe = replace(recipe, **overrides)
     if recipe.standardize and model != "malarianet":
         raise MalariaError(f"Only malarianet can standardize its cells; {model} is kept as its tutorial built it.")
     return recipe

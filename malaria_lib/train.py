@@ -231,8 +231,9 @@ def write_model_card(model_path: Path, recipe: Recipe, val_part: SplitPart) -> d
 
 
 def decisions_from_validation(scores: np.ndarray, val_part: SplitPart) -> dict:
-    """The cell threshold (Youden's J on validation cells) and, when patients are known, the screening rule chosen on
-    the same validation patients: what a model card stores, for one model's scores or an ensemble's mean."""
+    """The cell threshold (midway between the class medians of the validation cells) and, when patients are known,
+    the screening rule chosen on the same validation patients: what a model card stores, for one model's scores or
+    an ensemble's mean."""
     from dataclasses import asdict
 
     from .evaluate import choose_threshold
@@ -240,7 +241,7 @@ def decisions_from_validation(scores: np.ndarray, val_part: SplitPart) -> dict:
 
     positive = val_part.labels == config.CLASSES.index(config.POSITIVE_CLASS)
     decisions: dict = {"threshold": choose_threshold(positive.astype(int), scores),
-                       "threshold_from": f"validation cells ({len(val_part)}), Youden's J"}
+                       "threshold_from": f"validation cells ({len(val_part)}), midway between the class medians"}
     if all(val_part.patients):
         rows = patient_table(scores, val_part.patients, decisions["threshold"], val_part.labels)
         decisions["screening"] = asdict(choose_rule(rows, decisions["threshold"]))

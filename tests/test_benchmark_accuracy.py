@@ -45,6 +45,10 @@ def test_cross_validation_scores_every_cell_once(tmp_path):
     assert 0.0 <= entry["summary"]["accuracy"]["mean"] <= 1.0
     # no threshold does better than the one picked in hindsight on the test cells
     assert all(f["accuracy"] <= f["accuracy_at_hindsight_threshold"] + 1e-9 for f in entry["per_fold"])
+    # the card's rule (class medians) is the one reported, beside the other rules on the same scores
+    assert all(f["accuracy"] == f["accuracy_threshold_medians"] for f in entry["per_fold"])
+    assert all(f["accuracy_threshold_youden"] <= f["accuracy_at_hindsight_threshold"] + 1e-9
+               for f in entry["per_fold"])
     assert len(entry["tta"]["per_fold"]) == 2 and 0.0 <= entry["tta"]["summary"]["auc"]["mean"] <= 1.0
     scored = json.loads(oof.read_text())["malarianet"]
     assert len(scored["cells"]) == 80 and len({r["file"] for r in scored["cells"]}) == 80

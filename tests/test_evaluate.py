@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from malaria_lib.cli import main
+from malaria_lib.errors import MalariaError
 from malaria_lib.evaluate import bootstrap_intervals, choose_threshold, evaluate_scores, read_card
 from malaria_lib.split import make_split
 from malaria_lib.train import train
@@ -53,7 +54,25 @@ def test_threshold_is_chosen_on_validation_scores():
     y = np.array([1, 1, 1, 0, 0, 0])
     scores = np.array([0.30, 0.35, 0.4, 0.1, 0.15, 0.2])  # a model that scores low but separates well
     threshold = choose_threshold(y, scores)
-    assert 0.2 < threshold <= 0.30
+    assert threshold == pytest.approx((0.35 + 0.15) / 2)  # midway between the class medians
+    assert 0.2 < choose_threshold(y, scores, "youden") <= 0.30
+    assert choose_threshold(y, scores, "fixed") == 0.5
+    assert choose_threshold(np.ones(3, int), np.array([0.1, 0.2, 0.3])) == 0.5  # one class only
+
+
+def test_median_threshold_ignores_a_few_outlying_cells_that_move_youden():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(500, int), np.zeros(500, int)]
+    scores = np.r_[rng.uniform(0.6, 1.0, 500), rng.uniform(0.0, 0.4, 500)]
+    clean = choose_threshold(y, scores)
+    scores[:5] = 0.05  # five parasitized cells the network misses entirely (or mislabelled ones)
+    assert abs(choose_threshold(y, scores) - clean) < 0.01
+    assert 0.4 <= clean <= 0.6
+
+
+def test_unknown_threshold_rule_is_refused():
+    with pytest.raises(MalariaError, match="Unknown threshold rule 'best'"):
+        choose_threshold(np.array([1, 0]), np.array([0.9, 0.1]), "best")
 
 
 @pytest.fixture(scope="module")

@@ -164,6 +164,7 @@ def test_cell_standardization_ignores_the_stain_and_keeps_the_background_black()
 
 def test_standardized_malarianet_saves_loads_and_exports(tmp_path):
     import keras
+    import tensorflow as tf
 
     from malaria_lib.export import TFLiteModel, export_tflite
 
@@ -177,6 +178,12 @@ def test_standardized_malarianet_saves_loads_and_exports(tmp_path):
     paths = export_tflite(tmp_path / "m.keras", tmp_path / "export", cells)
     float16 = TFLiteModel(paths["float16"]).scores(cells)
     assert np.allclose(float16, model.predict(cells, verbose=0)[:, 0], atol=0.02)
+    # int8 keeps the standardization in float32 (in 8 bits it ruined a trained network's scores)
+    interpreter = tf.lite.Interpreter(model_path=str(paths["int8"]))
+    tensors = [t for t in interpreter.get_tensor_details() if "cell_standardization" in t["name"]]
+    assert tensors and not any(t["dtype"] == np.int8 for t in tensors)
+    assert any(t["dtype"] == np.int8 for t in interpreter.get_tensor_details())  # the rest is quantized
+    assert np.all(np.isfinite(TFLiteModel(paths["int8"]).scores(cells)))
 
 
 def test_only_our_network_standardizes():

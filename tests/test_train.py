@@ -124,10 +124,33 @@ def test_series_runs_are_replaced_when_the_recipe_changes(tmp_path, split_dir):
     assert len(result.history["epoch"]) == 2 and not result.reused
 
 
-def test_standardized_training_keeps_the_layer_in_the_saved_model(tmp_path, split_dir, capsys):
+def test_our_network_standardizes_by_default_and_keeps_the_layer_in_the_saved_model(tmp_path, split_dir, capsys):
     assert main(["train", "--split", str(split_dir), "--out", str(tmp_path / "s"), "--profile", "smoke",
-                 "--epochs", "1", "--quiet", "--standardize"]) == 0
+                 "--epochs", "1", "--quiet"]) == 0
     settings = json.loads((tmp_path / "s" / "settings.json").read_text())
     assert settings["recipe"]["standardize"] is True
     model = load_model(tmp_path / "s" / "best.keras")
     assert model.get_layer("cell_standardization") is not None
+    assert "midway between the class medians" in json.loads((tmp_path / "s" / "best.json").read_text())[
+        "threshold_from"]
+
+
+def test_no_standardize_trains_without_the_layer(tmp_path, split_dir, capsys):
+    assert main(["train", "--split", str(split_dir), "--out", str(tmp_path / "n"), "--profile", "smoke",
+                 "--epochs", "1", "--quiet", "--no-standardize"]) == 0
+    assert json.loads((tmp_path / "n" / "settings.json").read_text())["recipe"]["standardize"] is False
+    names = [layer.name for layer in load_model(tmp_path / "n" / "best.keras").layers]
+    assert not any("standardization" in name for name in names)
+
+
+def test_none_overrides_turn_optional_settings_off_and_are_refused_elsewhere():
+    assert get_recipe("malarianet", "cpu").augment == "ours"
+    assert get_recipe("malarianet", "cpu", augment=None).augment is None  # no augmentation, not "unchanged"
+    with pytest.raises(MalariaError, match="epochs need a value"):
+        get_recipe("malarianet", "cpu", epochs=None)
+
+
+def test_training_without_augmentation_records_it(tmp_path, split_dir):
+    result = train("malarianet", split_dir, tmp_path / "plain", "smoke", epochs=1, augment=None, verbose=0)
+    settings = json.loads((tmp_path / "plain" / "settings.json").read_text())
+    assert settings["recipe"]["augment"] is None and len(result.history["epoch"]) == 1
