@@ -39,7 +39,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "export_latency.json
 
 def machine_facts() -> dict:
     facts = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "machine": platform.machine(),
-             **versions(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+             **versions(), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     try:
         from importlib.metadata import version
 

@@ -420,7 +420,7 @@ def machine_facts() -> dict:
              "malaria_lib": malaria_lib.__version__, "pillow": PIL.__version__,
              "psutil": getattr(psutil, "__version__", None),
              "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
-             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     if psutil is not None:
         facts["memory_total_gb"] = psutil.virtual_memory().total / 2**30
     try:

@@ -58,7 +58,7 @@ def cmd_split(args: argparse.Namespace) -> None:
     from .split import make_split
 
     result = make_split(args.data_dir, args.out, args.strategy, tuple(args.ratios), args.seed,
-                        "copy" if args.copy else "symlink", args.force)
+                        "copy" if args.copy else "auto", args.force)
     if args.json:
         _print_json({"out": str(result.out), "reused": result.reused, "counts": result.counts,
                      "patients": result.patients, "settings": result.settings})
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratios", type=float, nargs="+", default=[0.7, 0.15, 0.15], help="train val [test], summing to 1")
     p.add_argument("--seed", type=int, default=config.SEED)
     p.add_argument("--out", required=True, help="folder for the split (manifest.csv and one tree per split)")
-    p.add_argument("--copy", action="store_true", help="copy the images instead of linking them")
+    p.add_argument("--copy", action="store_true", help="copy the images instead of linking them (without it: symlinks, or only the manifest where symlinks cannot be made)")
     p.add_argument("--force", action="store_true", help="replace a different split already in --out")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 

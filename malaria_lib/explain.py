@@ -183,16 +183,17 @@ def grad_cam(
         x = tf.convert_to_tensor(batch[start:start + batch_size])
         with tf.GradientTape() as tape:
             feature_map, out = sub(x, training=False)
-            feature_map = tf.cast(feature_map, tf.float32)
             out = tf.cast(out, tf.float32)
             if head is not None:
                 out = tf.matmul(out, tf.cast(head.kernel, tf.float32))
                 if head.use_bias:
                     out = out + tf.cast(head.bias, tf.float32)
             score = out[:, class_index]
+        # the gradient is taken at the layer's own output (float16 in a mixed-precision model), then cast
         grads = tape.gradient(score, feature_map)  # images are independent, so one gradient serves the batch
         if grads is None:
             raise MalariaError(f"The class score does not depend on layer {target.name!r}; choose another layer.")
+        grads, feature_map = tf.cast(grads, tf.float32), tf.cast(feature_map, tf.float32)
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(weights * feature_map, axis=-1))
         peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)

@@ -94,8 +94,9 @@ def _float_nodes(model: keras.Model, scratch: Path) -> list[str]:
     names = [layer.name for layer in model.layers if isinstance(layer, CellStandardization)]
     if not names:
         return []
-    interpreter = tf.lite.Interpreter(
-        model_content=tf.lite.TFLiteConverter.from_saved_model(str(scratch / "saved")).convert())
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=tf.lite.TFLiteConverter.from_saved_model(str(scratch / "saved")).convert())
     return [t["name"] for t in interpreter.get_tensor_details() if any(n in t["name"] for n in names)]
 
 
@@ -118,9 +119,10 @@ def export_tflite(model_path: str | Path, out_dir: str | Path, representative: n
 
     `representative`: a few hundred input images (float in [0, 1]) to calibrate int8 ranges.
     """
+    from .models import float32_copy
     from .train import load_model
 
-    model = load_model(model_path)
+    model = float32_copy(load_model(model_path))  # a model trained in mixed precision exports in float32
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}

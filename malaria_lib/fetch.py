@@ -230,8 +230,13 @@ def fetch(
     force: bool = False,
     skip_bad: bool = False,
     progress: bool = True,
+    download_dir: str | Path | None = None,
 ) -> FetchReport:
-    """Fetch, verify and extract the cell images; a second call with the same source reuses them."""
+    """Fetch, verify and extract the cell images; a second call with the same source reuses them.
+
+    A downloaded archive is kept in DOWNLOAD_DIR (default DATA_DIR/downloads): on Colab a folder on Google
+    Drive, so that a new session extracts it again instead of downloading it again.
+    """
     kind, source, expected = _resolve_source(source, sha256)
     data_dir = Path(data_dir if data_dir is not None else config.default_data_dir())
     cell_dir = data_dir / "cell_images"
@@ -268,7 +273,7 @@ def fetch(
             expected = report.sha256 = _sidecar_checksum(source)
         if expected is None:
             report.notes.append(f"No checksum is known for {source}; the download was not verified.")
-        archive = data_dir / "downloads" / PurePosixPath(source).name
+        archive = Path(download_dir or data_dir / "downloads") / PurePosixPath(source).name
         if archive.exists() and expected and sha256_of(archive) != expected:
             archive.unlink()
         if not archive.exists():

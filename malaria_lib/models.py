@@ -100,7 +100,9 @@ def malarianet(input_size: int = 96, standardize: bool = False) -> keras.Model:
     wide on ~130 px cells) remain visible.
     """
     inputs = keras.Input(shape=(input_size, input_size, 3), name="image")
-    x = CellStandardization(name="cell_standardization")(inputs) if standardize else inputs
+    # float32 even under a mixed_float16 policy (a GPU's full profile): sums over ~9,000 pixels and a division by a
+    # standard deviation lose too much in float16, and TF Lite cannot convert the layer's float16 Max
+    x = CellStandardization(name="cell_standardization", dtype="float32")(inputs) if standardize else inputs
     for filters in (16, 32, 64):
         x = _conv_bn_relu(x, filters)
         x = _conv_bn_relu(x, filters)
@@ -160,6 +162,35 @@ def build_model(name: str, input_size: int | None = None, standardize: bool = Fa
             raise MalariaError(f"Only malarianet can standardize its cells; {name} is kept as its tutorial built it.")
         return spec.builder(size, standardize=True)
     return spec.builder(size)
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """The same network with every layer computing in float32: a mixed_float16 model made fit for export.
+
+    A model trained under mixed precision keeps float32 weights but computes in float16; TF Lite's converter
+    cannot take some of its float16 ops, and a file meant for phones gains nothing from them. The copy has the
+    same weights, so its scores differ from the mixed model's only by float16 rounding. A float32 model is
+    returned as it is.
+    """
+    def policy_name(layer: keras.Layer) -> str:
+        return getattr(layer.dtype_policy, "name", "float32")
+
+    if not any(policy_name(layer).startswith("mixed") for layer in model.layers):
+        return model
+
+    def float32(config):
+        if isinstance(config, dict):
+            if config.get("class_name") == "DTypePolicy" and str(config.get("config", {}).get("name", "")).startswith(
+                    "mixed"):
+                return {**config, "config": {**config["config"], "name": "float32"}}
+            return {key: float32(value) for key, value in config.items()}
+        if isinstance(config, list):
+            return [float32(value) for value in config]
+        return "float32" if isinstance(config, str) and config.startswith("mixed_") else config
+
+    copy = model.__class__.from_config(float32(model.get_config()))
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def describe_models() -> list[dict]:

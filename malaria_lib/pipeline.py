@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from . import config
 from .errors import MalariaError
-from .split import read_manifest
+from .split import cell_paths, read_manifest
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -41,7 +41,7 @@ def read_part(split_dir: str | Path, part: str) -> SplitPart:
     rows = [r for r in read_manifest(split_dir) if r["split"] == part]
     if not rows:
         raise MalariaError(f"The split in {split_dir} has no '{part}' part; make a split with a non-zero {part} ratio.")
-    paths = [str(split_dir / r["path"]) for r in rows]
+    paths = [str(path) for path in cell_paths(split_dir, rows)]
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
         raise MalariaError(

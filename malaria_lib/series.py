@@ -13,16 +13,15 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import re
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from importlib import metadata
 from pathlib import Path
 
 from .errors import MalariaError
+from .runtime import versions  # noqa: F401  (notebooks and older code import it from here)
 
 PROFILES = ("full", "cpu", "smoke")
 KERNEL = "python3"
@@ -30,17 +29,6 @@ PATH_PARAMETERS = ("data_dir", "work_dir")
 
 
 # ---------------------------------------------------------------- used by the notebooks
-
-
-def versions() -> dict[str, str]:
-    """Versions worth printing at the top of a chapter (read from package metadata: no slow imports)."""
-    found = {"python": platform.python_version()}
-    for name in ("tensorflow", "keras", "numpy", "malaria_lib"):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
 
 
 def save_metrics(work_dir: str | Path, name: str, values: dict) -> Path:

@@ -1,7 +1,10 @@
 """Train / validation / test splits by patient (honest) or by cell (tutorial A's), with a manifest.
 
 A split is a folder: `manifest.csv` (path,label,patient,split), `split.json` (the arguments and
-counts) and one tree per split that `keras.utils.image_dataset_from_directory` reads.
+counts) and one tree per split that `keras.utils.image_dataset_from_directory` reads, made of
+symlinks to the cells (or copies). Where symlinks cannot be made (Google Drive's mount, some
+Windows setups) the split keeps only its manifest, whose paths then point into the data folder
+(`link="none"`): the whole Drive copy of a split is two small files instead of 27,558 images.
 """
 
 from __future__ import annotations
@@ -24,9 +27,13 @@ from .inventory import CellRecord, cell_dir_of, list_cells
 
 SPLITS = ("train", "val", "test")
 STRATEGIES = ("patient", "random", "ordered")
-LINKS = ("symlink", "copy")
+LINKS = ("symlink", "copy", "none")  # and "auto": symlinks where the file system allows them, else none
 MANIFEST = "manifest.csv"
 SETTINGS = "split.json"
+
+
+class StaleSplit(MalariaError):
+    """The output folder holds a split made with other arguments."""
 
 
 @dataclass
@@ -53,8 +60,8 @@ class SplitResult:
 def _check_arguments(strategy: str, ratios: tuple[float, ...], link: str) -> tuple[float, float, float]:
     if strategy not in STRATEGIES:
         raise MalariaError(f"Unknown split strategy '{strategy}'; choose one of: {', '.join(STRATEGIES)}.")
-    if link not in LINKS:
-        raise MalariaError(f"Unknown link mode '{link}'; choose one of: {', '.join(LINKS)}.")
+    if link not in LINKS + ("auto",):
+        raise MalariaError(f"Unknown link mode '{link}'; choose one of: auto, {', '.join(LINKS)}.")
     if len(ratios) not in (2, 3) or any(r < 0 for r in ratios):
         raise MalariaError("Give two or three non-negative ratios (train, validation[, test]), e.g. 0.7 0.15 0.15.")
     if abs(sum(ratios) - 1.0) > 1e-6:
@@ -181,13 +188,15 @@ def make_split(
     strategy: str = "patient",
     ratios: tuple[float, ...] = (0.7, 0.15, 0.15),
     seed: int = config.SEED,
-    link: str = "symlink",
+    link: str = "auto",
     force: bool = False,
 ) -> SplitResult:
     """Split the cells of `data_dir` into `out`; the same arguments again reuse the existing split."""
     full = _check_arguments(strategy, tuple(ratios), link)
     cell_dir = cell_dir_of(data_dir)
     out = Path(out)
+    if link == "auto":
+        link = "symlink" if symlinks_work(out) else "none"
     settings = {"strategy": strategy, "ratios": list(full), "seed": int(seed), "link": link,
                 "data_dir": str(cell_dir.resolve())}
     existing = read_settings(out)
@@ -196,7 +205,7 @@ def make_split(
         if same and (out / MANIFEST).is_file():
             return _result(out, existing, read_manifest(out), reused=True)
         if not force:
-            raise MalariaError(
+            raise StaleSplit(
                 f"{out} already holds a different split ({existing.get('strategy')}, ratios "
                 f"{existing.get('ratios')}, seed {existing.get('seed')}); pass --force to replace it or choose another --out."
             )
@@ -218,6 +227,7 @@ def write_split(cells: list[CellRecord], parts: list[str], out: str | Path, sett
     """Write a split whose assignment is already decided: the tree, manifest.csv and split.json.
 
     `make_split` decides by strategy; cross-validation (benchmarks/accuracy.py) decides by fold.
+    With link="none" no tree is written and the manifest's paths are relative to settings["data_dir"].
     """
     out = Path(out)
     try:
@@ -226,14 +236,18 @@ def write_split(cells: list[CellRecord], parts: list[str], out: str | Path, sett
         out.mkdir(parents=True, exist_ok=True)
         rows = []
         for cell, part in zip(cells, parts, strict=True):
-            target = out / part / cell.label / cell.path.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if link == "symlink":
-                os.symlink(cell.path.resolve(), target)
+            row = {"path": f"{part}/{cell.label}/{cell.path.name}", "label": cell.label,
+                   "patient": cell.patient or "", "split": part}
+            if link == "none":
+                row["path"] = f"{cell.label}/{cell.path.name}"
             else:
-                shutil.copy2(cell.path, target)
-            rows.append({"path": f"{part}/{cell.label}/{cell.path.name}", "label": cell.label,
-                         "patient": cell.patient or "", "split": part})
+                target = out / row["path"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if link == "symlink":
+                    os.symlink(cell.path.resolve(), target)
+                else:
+                    shutil.copy2(cell.path, target)
+            rows.append(row)
     except OSError as exc:
         raise MalariaError(f"Cannot write the split to {out} ({exc.strerror}); choose a writable --out.") from None
     rows.sort(key=lambda r: (SPLITS.index(r["split"]), r["path"]))
@@ -258,6 +272,27 @@ def _result(out: Path, settings: dict, rows: list[dict[str, str]], reused: bool 
             patients[row["split"]].add(row["patient"])
     used = [p for p in SPLITS if sum(counts[p].values())]
     return SplitResult(out, settings, {p: counts[p] for p in used}, {p: len(patients[p]) for p in used}, reused)
+
+
+def symlinks_work(folder: str | Path) -> bool:
+    """Whether symbolic links can be made in FOLDER (or the nearest existing folder above it)."""
+    place = Path(folder).absolute()
+    while not place.is_dir() and place != place.parent:
+        place = place.parent
+    try:
+        with tempfile.TemporaryDirectory(prefix=".malaria-link-test-", dir=place) as scratch:
+            os.symlink(Path(scratch).resolve(), Path(scratch) / "link")
+        return True
+    except (OSError, NotImplementedError):
+        return False
+
+
+def cell_paths(split_dir: str | Path, rows: list[dict[str, str]]) -> list[Path]:
+    """Where the cells of manifest ROWS are: in the split's tree, or in the data folder for a split without one."""
+    split_dir = Path(split_dir)
+    settings = read_settings(split_dir) or {}
+    base = Path(settings["data_dir"]) if settings.get("link") == "none" else split_dir
+    return [base / row["path"] for row in rows]
 
 
 def read_settings(out: str | Path) -> dict | None:

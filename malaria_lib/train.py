@@ -8,6 +8,7 @@ end of the latest epoch, optimizer state included, so an interrupted run resumes
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -26,7 +27,7 @@ from .errors import MalariaError
 from .models import build_model
 from .pipeline import SplitPart, make_dataset, read_part
 from .recipes import Recipe, get_recipe
-from .series import versions
+from .runtime import versions
 
 RUN_FILES = ("settings.json", "history.csv", "history.json", "best.keras", "best.json", "last.keras", "result.json")
 
@@ -42,6 +43,7 @@ class TrainResult:
     best_val_accuracy: float
     seconds: float
     reused: bool = False
+    moved_aside: Path | None = None  # an older run with other settings that this one replaced, kept there
 
     @property
     def best_model(self) -> Path:
@@ -58,9 +60,27 @@ def set_seed(seed: int = config.SEED, deterministic: bool | None = None) -> None
 
 
 def strategy_for_hardware() -> tf.distribute.Strategy:
-    """Several GPUs (a Kaggle 2xT4, a workstation): MirroredStrategy; otherwise the default strategy."""
+    """Several GPUs (a Kaggle 2xT4, a workstation): MirroredStrategy over all of them; otherwise the default."""
     gpus = tf.config.list_physical_devices("GPU")
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+
+
+def precision_for(profile: str) -> str:
+    """mixed_float16 for the full profile on a GPU (float16 math, float32 weights: about twice as fast on a T4);
+    float32 everywhere else, so CPU results repeat exactly."""
+    return "mixed_float16" if profile == "full" and tf.config.list_physical_devices("GPU") else "float32"
+
+
+@contextlib.contextmanager
+def _dtype_policy(name: str):
+    """Build models under the policy NAME, then restore the previous one: layers keep the policy they were built
+    with, and nothing else in the process (augmentation, evaluation, export) silently turns float16."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def _optimizer(recipe: Recipe, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -130,12 +150,48 @@ def load_model(path: str | Path) -> keras.Model:
     if not path.is_file():
         raise MalariaError(f"The model file {path} does not exist; check the path or train a model first.")
     try:
-        return keras.saving.load_model(path)
+        # compile=False: inference needs no optimizer, and one saved under mixed precision would only be
+        # skipped with a warning (training resumes through _restore instead)
+        return keras.saving.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a damaged zip or config
         raise MalariaError(
             f"The model file {path} cannot be read ({type(exc).__name__}); it is damaged or not a Keras 3 "
             ".keras file: delete it, or retrain."
         ) from None
+
+
+def augment_in_train_step(model: keras.Model, augment: keras.Layer) -> None:
+    """Augment each batch inside MODEL's training step, on the device that trains, as the TensorFlow tutorials
+    do with augmentation layers in the model.
+
+    Why not layers in the model itself: the saved model, its card, Grad-CAM and the exports would all carry them.
+    Overriding `train_step` on this one instance leaves the network and its checkpoints exactly as on a CPU; Keras
+    calls `self.train_step`, so the override applies, and it is not saved. Colab gives a T4 only two CPU cores,
+    which the colour jitter on 32 cells at a time would keep the GPU waiting for.
+    """
+    step = model.train_step
+
+    def train_step(data):
+        images, labels = data[0], data[1]
+        return step((keras.ops.clip(augment(images, training=True), 0.0, 1.0), labels))
+
+    model.train_step = train_step
+
+
+def _restore(model: keras.Model, checkpoint: Path) -> None:
+    """Load a checkpoint's weights and optimizer state into a freshly built and compiled model.
+
+    Why not `keras.saving.load_model`: a model saved under mixed precision comes back with a plain optimizer
+    where it had a LossScaleOptimizer, and Keras then skips the optimizer's saved state ("Skipping variable
+    loading for optimizer"): a resumed GPU run would restart AdamW's moments from zero. Building the model
+    under the run's own policy first gives the optimizer the shape the checkpoint has.
+    """
+    model.optimizer.build(model.trainable_variables)
+    try:
+        model.load_weights(checkpoint)
+    except Exception as exc:  # Keras raises many types for a damaged zip or a mismatched architecture
+        raise MalariaError(f"The checkpoint {checkpoint} cannot be resumed ({type(exc).__name__}); it is damaged or "
+                           "belongs to another network: delete it, or retrain with --force.") from None
 
 
 def _result(out_dir: Path, settings: dict, seconds: float, reused: bool) -> TrainResult:
@@ -157,13 +213,22 @@ def train(
     replace_stale: bool = False,
     resume: str | Path | None = None,
     verbose: int | str = "auto",
+    strategy: tf.distribute.Strategy | None = None,
+    augment_on_device: bool | None = None,
     **overrides,
 ) -> TrainResult:
     """Train `model_name` on the train part of a split, keeping the best model by val_accuracy.
 
     The same arguments again return the finished run instead of training twice; a run that
     was interrupted continues from its `last.keras`; different settings in the same folder
-    are refused unless `force`.
+    are refused unless `force` (which deletes the old run) or `replace_stale` (which moves it
+    aside to OUT_DIR.stale-TIMESTAMP and says so in `TrainResult.moved_aside`).
+
+    `strategy` defaults to `strategy_for_hardware()`. Under a MirroredStrategy the recipe's batch size
+    is the global batch, split evenly over the replicas, and the learning rate is the recipe's: the
+    same optimisation as on one device, only spread out (each replica sees batch / replicas cells).
+    `augment_on_device` (default: when a GPU is present) moves the augmentation from the tf.data
+    pipeline on the CPU into the training step, where it runs on the accelerator.
     """
     recipe = get_recipe(model_name, profile, **overrides)
     split_dir, out_dir = Path(split_dir), Path(out_dir)
@@ -171,27 +236,36 @@ def train(
     val_part = read_part(split_dir, "val")
     settings = {"model": model_name, "profile": profile, "seed": seed, "split": str(split_dir.resolve()),
                 "recipe": recipe.to_dict(), "train_images": len(train_part), "val_images": len(val_part)}
+    strategy = strategy or strategy_for_hardware()
+    precision = precision_for(profile)
+    if precision != "float32":  # recorded only when it differs, so runs made before this key existed stay valid
+        settings["precision"] = precision
+    if strategy.num_replicas_in_sync > 1:  # the recipe's batch is the global batch, split over the replicas
+        settings["replicas"] = strategy.num_replicas_in_sync
+    on_device = bool(tf.config.list_physical_devices("GPU")) if augment_on_device is None else augment_on_device
+    if on_device and recipe.augment is not None:  # other random draws than in tf.data: say so in the settings
+        settings["augment_on"] = "device"
 
     if resume is not None:
         load_model(resume)  # a damaged checkpoint is reported before anything else happens
-    initial_epoch, start_from = _prepare_folder(out_dir, settings, force, resume, replace_stale)
+    moved_aside = _move_aside_if_stale(out_dir, settings) if replace_stale and not force else None
+    initial_epoch, start_from = _prepare_folder(out_dir, settings, force, resume)
     if initial_epoch >= recipe.epochs:
         return _result(out_dir, settings, json.loads((out_dir / "result.json").read_text())["seconds"], True)
 
     set_seed(seed)
-    augment = build_augmentation(recipe.augment, seed)
-    train_data = make_dataset(train_part, recipe.input_size, recipe.batch_size, training=True, augment=augment,
-                              resize=recipe.resize, seed=seed)
+    with strategy.scope():  # the augmentation's random state must live where the replicas can update it
+        augment = build_augmentation(recipe.augment, seed)
+    train_data = make_dataset(train_part, recipe.input_size, recipe.batch_size, training=True,
+                              augment=None if on_device else augment, resize=recipe.resize, seed=seed)
     val_data = make_dataset(val_part, recipe.input_size, recipe.batch_size, resize=recipe.resize)
     steps = math.ceil(len(train_part) / recipe.batch_size)
-    gpu = bool(tf.config.list_physical_devices("GPU"))
-    if gpu and profile == "full":
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    with strategy_for_hardware().scope():
+    with strategy.scope(), _dtype_policy(precision):
+        model = compile_model(build_model(model_name, recipe.input_size, recipe.standardize), recipe, steps)
         if start_from is not None:
-            model = load_model(start_from)
-        else:
-            model = compile_model(build_model(model_name, recipe.input_size, recipe.standardize), recipe, steps)
+            _restore(model, start_from)
+    if on_device and augment is not None:
+        augment_in_train_step(model, augment)
     history = read_history(out_dir)
     best_so_far = max(history.get("val_accuracy", [float("-inf")]))
     callbacks: list[keras.callbacks.Callback] = [
@@ -209,6 +283,7 @@ def train(
               callbacks=callbacks, verbose=verbose, shuffle=False)  # tf.data shuffles
     seconds = time.perf_counter() - started + sum(history.get("seconds", []))
     result = _result(out_dir, settings, seconds, False)
+    result.moved_aside = moved_aside
     write_model_card(out_dir / "best.keras", recipe, val_part)
     (out_dir / "history.json").write_text(json.dumps(result.history, indent=1))
     (out_dir / "result.json").write_text(json.dumps({
@@ -248,14 +323,31 @@ def decisions_from_validation(scores: np.ndarray, val_part: SplitPart) -> dict:
     return decisions
 
 
-def _prepare_folder(out_dir: Path, settings: dict, force: bool, resume: str | Path | None,
-                    replace_stale: bool = False) -> tuple[int, Path | None]:
+def _move_aside_if_stale(out_dir: Path, settings: dict) -> Path | None:
+    """Rename a run folder made with other settings to NAME.stale-TIMESTAMP, so a new run starts clean and the old
+    one (perhaps hours of GPU time) is kept; return where it went, or None when nothing was stale."""
+    try:
+        stored = json.loads((out_dir / "settings.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if stored == settings:
+        return None
+    aside = out_dir.with_name(f"{out_dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        out_dir.rename(aside)
+    except OSError as exc:
+        raise MalariaError(f"Cannot move the older run {out_dir} aside ({exc.strerror}); move or delete it "
+                           "yourself, then run again.") from None
+    return aside
+
+
+def _prepare_folder(out_dir: Path, settings: dict, force: bool,
+                    resume: str | Path | None) -> tuple[int, Path | None]:
     """Decide between a fresh start, a resume and a finished run; return (first epoch, model to resume)."""
     try:
         stored = json.loads((out_dir / "settings.json").read_text())
     except (OSError, ValueError):
         stored = None
-    force = force or (replace_stale and stored is not None and stored != settings)
     if stored is not None and stored != settings and not force:
         raise MalariaError(
             f"{out_dir} holds another run ({stored.get('model')}, profile {stored.get('profile')}, seed "

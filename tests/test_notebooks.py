@@ -6,6 +6,7 @@ cell; a working one yields report.json and an HTML index.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -60,7 +61,8 @@ def test_layout_title_setup_parameters(path):
     tagged = [i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one cell must be tagged `parameters`"
     assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# ")
-    assert cells[1].cell_type == "code" and "def colab_setup" in cells[1].source
+    assert cells[1].cell_type == "code" and 'if "google.colab" in sys.modules:' in cells[1].source
+    assert len(cells[1].source.splitlines()) <= 8, "the setup cell stays a few lines; the rest lives in malaria_lib"
     assert tagged == [2]
 
 
@@ -70,8 +72,30 @@ def test_chapter_parameters_are_the_shared_ones_with_real_defaults(path):
 
     cell = next(c for c in _read(path).cells if "parameters" in c.metadata.get("tags", []))
     found = {p.name: p.default for p in PythonTranslator.inspect(cell)}
-    assert SHARED_PARAMETERS <= set(found), f"missing {SHARED_PARAMETERS - set(found)}"
-    assert found["profile"] == '"full"' and found["source"] == "None" and found["work_dir"] == '"build/full"'
+    assert SHARED_PARAMETERS | {"use_drive"} <= set(found), f"missing {SHARED_PARAMETERS - set(found)}"
+    assert found["profile"] == '"auto"' and found["source"] == "None" and found["work_dir"] == "None"
+    assert found["use_drive"] == "False"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=_id)
+def test_chapters_settle_profile_and_folders_then_fetch_what_they_need(path):
+    code = [c.source for c in _read(path).cells if c.cell_type == "code"]
+    start = code[2]
+    assert "chapter = start_chapter(profile, data_dir, work_dir, use_drive=use_drive" in start
+    assert "profile, data_dir, work_dir = chapter.profile, chapter.data_dir, chapter.work_dir" in start
+    if path.name != "01_data.ipynb":  # chapter 1 teaches the fetch in its own cell
+        assert "ensure_data(source, data_dir" in start and "download_dir=chapter.download_dir" in start
+    assert not any("find_root" in source for source in code), "nothing a chapter reads may live only in a clone"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
+def test_training_chapters_ask_colab_for_a_gpu(path):
+    nb = _read(path)
+    trains = any("ensure_run(" in c.source for c in nb.cells) or path.parent.name == "colab"
+    assert (nb.metadata.get("accelerator") == "GPU") == trains
+    if trains:
+        assert nb.metadata["colab"]["gpuType"] == "T4"
+        assert "trains=True" in "".join(c.source for c in nb.cells if c.cell_type == "code")
 
 
 def test_profiles_share_the_parameter_names():
@@ -90,38 +114,29 @@ def test_badges_point_at_the_notebook_itself(path):
     assert f"https://colab.research.google.com/github/{owner_name}/blob/{ref}/{_id(path)}" in first
 
 
-def _run_setup(path: Path, monkeypatch, *, colab: bool):
-    """Execute the setup cell as Colab would (fake google.colab, no GPU) or as elsewhere; capture pip."""
-    calls, mounts = [], []
-    monkeypatch.setattr(subprocess, "check_call", lambda cmd, *a, **k: calls.append(list(cmd)) or 0)
+def _run_setup(path: Path, monkeypatch, *, colab: bool) -> list[list[str]]:
+    """Execute the setup cell as Colab would (a fake google.colab) or as elsewhere; capture what it runs."""
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, *a, **k: calls.append(list(cmd)))
     if colab:
-        fake = types.ModuleType("google.colab")
-        fake.drive = types.SimpleNamespace(mount=mounts.append)
-        monkeypatch.setitem(sys.modules, "google", sys.modules.get("google") or types.ModuleType("google"))
-        monkeypatch.setitem(sys.modules, "google.colab", fake)
-        no_gpu = types.SimpleNamespace(config=types.SimpleNamespace(list_physical_devices=lambda kind: []))
-        monkeypatch.setitem(sys.modules, "tensorflow", no_gpu)
+        monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     else:
         monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    namespace: dict = {}
-    exec(compile(_setup_source(path), str(path), "exec"), namespace)
-    return namespace, calls, mounts
+    exec(compile(_setup_source(path), str(path), "exec"), {})
+    return calls
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
-def test_setup_cell_installs_the_pinned_library_on_colab(path, monkeypatch, capsys):
-    namespace, calls, mounts = _run_setup(path, monkeypatch, colab=True)
-    assert calls == [[sys.executable, "-m", "pip", "install", "-q", install_target(*settings(ROOT))]]
-    assert namespace["colab_data_dir"] is None and mounts == []
-    assert "Runtime > Change runtime type > GPU" in capsys.readouterr().out
-    drive_dir = namespace["colab_setup"](namespace["MALARIA_LIB"], use_drive=True)
-    assert mounts == ["/content/drive"] and drive_dir.startswith("/content/drive/MyDrive/")
+def test_setup_cell_installs_the_tagged_release_on_colab(path, monkeypatch):
+    target = install_target(*settings(ROOT))
+    assert "@v" in target, "the setup cell installs a release tag, not a branch"
+    wanted = f"malaria_lib[run] @ {target}" if path.parent.name == "colab" else target  # the launcher runs papermill
+    assert _run_setup(path, monkeypatch, colab=True) == [[sys.executable, "-m", "pip", "install", "-q", wanted]]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
 def test_setup_cell_does_nothing_outside_colab(path, monkeypatch, capsys):
-    namespace, calls, _ = _run_setup(path, monkeypatch, colab=False)
-    assert calls == [] and namespace["colab_data_dir"] is None
+    assert _run_setup(path, monkeypatch, colab=False) == []
     assert capsys.readouterr().out == ""
 
 
@@ -134,12 +149,12 @@ def test_badges_notice_a_changed_reference_and_fix_it(tmp_path):
     (tmp_path / "notebooks").mkdir()
     shutil.copy(CHAPTERS[0], tmp_path / "notebooks" / CHAPTERS[0].name)
     text = (ROOT / "pyproject.toml").read_text()
-    (tmp_path / "pyproject.toml").write_text(text.replace('ref = "main"', 'ref = "v1.0"'))
+    (tmp_path / "pyproject.toml").write_text(re.sub(r'^ref = .*$', 'ref = "v1.0"', text, flags=re.M))
     notebook = tmp_path / "notebooks" / CHAPTERS[0].name
     assert sync_badges(tmp_path, [notebook], check=True) == [notebook]
     assert sync_badges(tmp_path, [notebook]) == [notebook]
     assert sync_badges(tmp_path, [notebook], check=True) == []
-    assert "malaria-cells@v1.0" in notebook.read_text() and "@main" not in notebook.read_text()
+    assert "malaria-cells@v1.0" in notebook.read_text() and "@v0." not in notebook.read_text()
 
 
 # ---------------------------------------------------------------- the runner on a fake series

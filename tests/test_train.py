@@ -115,13 +115,20 @@ def test_manifest_pointing_at_missing_files(tmp_path, split_dir):
     assert split_dir.exists()
 
 
-def test_series_runs_are_replaced_when_the_recipe_changes(tmp_path, split_dir):
+def test_series_runs_with_other_settings_are_moved_aside_not_deleted(tmp_path, split_dir):
     out = tmp_path / "run"
-    train("malarianet", split_dir, out, "smoke", epochs=1, verbose=0)
+    first = train("malarianet", split_dir, out, "smoke", epochs=1, verbose=0)
+    old_model = first.best_model.read_bytes()
     with pytest.raises(MalariaError, match="holds another run"):
         train("malarianet", split_dir, out, "smoke", epochs=2, verbose=0)
+    assert first.best_model.read_bytes() == old_model  # the refusal left the finished run alone
     result = train("malarianet", split_dir, out, "smoke", epochs=2, replace_stale=True, verbose=0)
     assert len(result.history["epoch"]) == 2 and not result.reused
+    aside = result.moved_aside
+    assert aside is not None and aside.parent == out.parent and aside.name.startswith("run.stale-")
+    assert (aside / "best.keras").read_bytes() == old_model and (aside / "result.json").is_file()
+    again = train("malarianet", split_dir, out, "smoke", epochs=2, replace_stale=True, verbose=0)
+    assert again.reused and again.moved_aside is None
 
 
 def test_our_network_standardizes_by_default_and_keeps_the_layer_in_the_saved_model(tmp_path, split_dir, capsys):
