@@ -30,7 +30,7 @@ smoke:  ## the series on synthetic cells; runs offline
 
 test: $(STAMP)  ## smoke series, unit tests (+ browser check of its HTML), then nbval on the executed notebooks
 	$(BIN)/malaria run --profile smoke --build $(TEST_BUILD)
-	MALARIA_SERIES_BUILD=$(TEST_BUILD) $(BIN)/python -m pytest
+	MALARIA_SERIES_BUILD=$(TEST_BUILD) $(BIN)/python -m pytest --durations=12
 	$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg $(TEST_BUILD)/notebooks
 

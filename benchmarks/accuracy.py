@@ -32,21 +32,19 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from malaria_lib import config  # noqa: E402
-from malaria_lib.evaluate import (  # noqa: E402
-    METRICS,
-    POSITIVE,
-    THRESHOLD_RULES,
-    choose_threshold,
-    evaluate_scores,
-    predict_proba,
-    read_card,
-)
+from malaria_lib.artifacts import load_model, read_card  # noqa: E402
+from malaria_lib.calibration import decisions_from_validation  # noqa: E402
+from malaria_lib.config import POSITIVE  # noqa: E402
+from malaria_lib.evaluate import evaluate_scores  # noqa: E402
 from malaria_lib.fetch import fetch  # noqa: E402
+from malaria_lib.inference import predict_proba  # noqa: E402
 from malaria_lib.inventory import CellRecord, list_cells  # noqa: E402
+from malaria_lib.metrics import METRICS, THRESHOLD_RULES, choose_threshold  # noqa: E402
 from malaria_lib.pipeline import read_part  # noqa: E402
-from malaria_lib.screen import patient_table, rule_from_card, summarise_patients  # noqa: E402
-from malaria_lib.split import _assign_by_patient, write_split  # noqa: E402
-from malaria_lib.train import decisions_from_validation, load_model, train, versions  # noqa: E402
+from malaria_lib.runtime import versions  # noqa: E402
+from malaria_lib.screening import patient_table, rule_from_card, summarise_patients  # noqa: E402
+from malaria_lib.split import assign_by_patient, write_split  # noqa: E402
+from malaria_lib.train import train  # noqa: E402
 
 
 def patient_folds(cells: list[CellRecord], k: int, seed: int) -> dict[str, int]:
@@ -166,7 +164,7 @@ def run(args: argparse.Namespace) -> dict:
         for k in range(args.folds):
             test_cells = [c for c in cells if folds[c.patient] == k]
             rest = [c for c in cells if folds[c.patient] != k]
-            rest_parts = _assign_by_patient(rest, (0.85, 0.15, 0.0), args.seed + k)
+            rest_parts = assign_by_patient(rest, (0.85, 0.15, 0.0), args.seed + k)
             split = work / f"fold{k}"
             write_split(rest + test_cells, rest_parts + ["test"] * len(test_cells), split,
                         {"strategy": "cv", "fold": k, "folds": args.folds, "seed": args.seed})

@@ -15,10 +15,8 @@ shared machine slow every figure.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -29,37 +27,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from malaria_lib.evaluate import read_card  # noqa: E402
+from malaria_lib.artifacts import read_card  # noqa: E402
 from malaria_lib.export import compare_exports, export_tflite, latency_table  # noqa: E402
 from malaria_lib.pipeline import load_images, read_part  # noqa: E402
-from malaria_lib.series import versions  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import load_average, machine_facts  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "export_latency.json"
-
-
-def machine_facts() -> dict:
-    facts = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "machine": platform.machine(),
-             **versions(), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-    try:
-        from importlib.metadata import version
-
-        facts["ai_edge_litert"] = version("ai-edge-litert")
-    except Exception:  # not installed: the run fails later with a clear message anyway
-        facts["ai_edge_litert"] = None
-    try:
-        with open("/proc/cpuinfo") as handle:
-            facts["cpu_model"] = next((line.split(":", 1)[1].strip() for line in handle
-                                       if line.startswith("model name")), None)
-    except OSError:
-        facts["cpu_model"] = None
-    return facts
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def representative_cells(split_dir: Path, card: dict, count: int) -> np.ndarray:

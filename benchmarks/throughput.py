@@ -32,26 +32,21 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
-import datetime as dt  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import PIL  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import malaria_lib  # noqa: E402
 from malaria_lib import config  # noqa: E402
 from malaria_lib.augment import build_augmentation  # noqa: E402
 from malaria_lib.fetch import MARKER  # noqa: E402
@@ -61,10 +56,8 @@ from malaria_lib.recipes import get_recipe  # noqa: E402
 from malaria_lib.split import make_split  # noqa: E402
 from malaria_lib.train import compile_model  # noqa: E402
 
-try:  # psutil is optional: without it RSS comes from /proc and the others' CPU share is not reported
-    import psutil
-except ImportError:  # pragma: no cover - depends on the environment
-    psutil = None
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import Monitor, load_average, machine_facts, peak_rss_bytes, wait_for_idle  # noqa: E402
 
 MODELS = ("tutorial_a", "tutorial_b", "malarianet")
 KINDS = ("old_loader", "pipeline", "bound_no_augment", "bound_with_augment")
@@ -73,64 +66,6 @@ GOAL = 0.90  # the pipeline should reach at least 90% of the bound
 
 
 # --------------------------------------------------------------------------- measuring
-
-
-def rss_bytes() -> int | None:
-    """Resident set size of this process now."""
-    if psutil is not None:
-        return psutil.Process().memory_info().rss
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def peak_rss_bytes() -> int:
-    """The process's peak RSS so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
-class Monitor:
-    """Samples RSS every `interval` s in a thread; also the CPU share other processes took meanwhile."""
-
-    def __init__(self, interval: float = 0.05):
-        self.interval = interval
-        self._stop = threading.Event()
-
-    def __enter__(self) -> Monitor:
-        self.start_rss = self.peak_rss = rss_bytes() or 0
-        self._wall = time.perf_counter()
-        if psutil is not None:
-            self._system = psutil.cpu_times()
-            self._own = psutil.Process().cpu_times()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak_rss = max(self.peak_rss, rss_bytes() or 0)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak_rss = max(self.peak_rss, rss_bytes() or 0)
-        self.wall = time.perf_counter() - self._wall
-        self.others_cpu_share = None
-        if psutil is not None:
-            system, own = psutil.cpu_times(), psutil.Process().cpu_times()
-            busy = sum(getattr(system, f) - getattr(self._system, f) for f in ("user", "nice", "system", "irq", "softirq")
-                       if hasattr(system, f))
-            mine = (own.user - self._own.user) + (own.system - self._own.system)
-            self.others_cpu_share = max(0.0, busy - mine) / (self.wall * (os.cpu_count() or 1))
-
-    def report(self) -> dict:
-        return {"peak_rss_mb": self.peak_rss / 2**20, "rss_growth_mb": (self.peak_rss - self.start_rss) / 2**20,
-                "others_cpu_share": self.others_cpu_share}
 
 
 class StepClock(keras.callbacks.Callback):
@@ -324,7 +259,7 @@ def measure_model(name: str, recipe, part: SplitPart, steps_per_epoch: int, args
         seed_everything(args.seed, args.deterministic)
         with Monitor() as monitor:
             data, sizes, notes = build_feed(kind, recipe, part, args, per_fit)
-            model = compile_model(build_model(name, recipe.input_size), recipe, steps_per_epoch)
+            model = compile_model(build_model(name, recipe.input_size, recipe.standardize), recipe, steps_per_epoch)
             lead = n_batches * (2 if args.full_epoch else 1) if kind == "pipeline" else args.warmup
             clock = fit_steps(model, data, lead)  # traces the graph; fills the pipeline's cache
         entry[kind] = {**monitor.report(), "setup_seconds": monitor.wall, **notes}
@@ -394,7 +329,7 @@ def time_to_target(split_dir: Path, args) -> dict:
         train_data = make_dataset(train_part, recipe.input_size, recipe.batch_size, training=True, augment=augment,
                                   resize=recipe.resize, seed=args.seed)
         val_data = make_dataset(val_part, recipe.input_size, recipe.batch_size, resize=recipe.resize)
-        model = compile_model(build_model("malarianet", recipe.input_size), recipe, steps)
+        model = compile_model(build_model("malarianet", recipe.input_size, recipe.standardize), recipe, steps)
         log = EpochLog(start, args.t95_target, stop=not args.t95_full)
         model.fit(train_data, validation_data=val_data, epochs=recipe.epochs, callbacks=[log], verbose=0, shuffle=False)
     reached = next((e for e in log.epochs if e.get("val_accuracy", 0.0) >= args.t95_target), None)
@@ -411,46 +346,6 @@ def time_to_target(split_dir: Path, args) -> dict:
 
 
 # --------------------------------------------------------------------------- the run
-
-
-def machine_facts() -> dict:
-    facts = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "machine": platform.machine(),
-             "processor": platform.processor() or None, "python": platform.python_version(),
-             "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
-             "malaria_lib": malaria_lib.__version__, "pillow": PIL.__version__,
-             "psutil": getattr(psutil, "__version__", None),
-             "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
-             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-    if psutil is not None:
-        facts["memory_total_gb"] = psutil.virtual_memory().total / 2**30
-    try:
-        with open("/proc/cpuinfo") as handle:
-            facts["cpu_model"] = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")),
-                                      None)
-    except OSError:
-        pass
-    return facts
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def wait_for_idle(max_load: float, max_wait: float, say) -> dict:
-    """Poll the 1-minute load average until it is below max_load or max_wait seconds have passed."""
-    started, checks = time.monotonic(), []
-    while True:
-        load = load_average()
-        checks.append(load[0] if load else None)
-        if load is None or load[0] < max_load or time.monotonic() - started >= max_wait:
-            break
-        say(f"load average {load[0]:.2f} >= {max_load}; waiting (up to {max_wait - (time.monotonic() - started):.0f} s more)")
-        time.sleep(min(60.0, max(1.0, max_wait - (time.monotonic() - started))))
-    return {"max_load": max_load, "max_wait_s": max_wait, "waited_s": time.monotonic() - started,
-            "idle": load is None or load[0] < max_load, "load_checks": checks}
 
 
 def prepare_data(args, say) -> tuple[Path, dict]:

@@ -124,8 +124,8 @@ def cmd_screen(args: argparse.Namespace) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
+    from .artifacts import load_model
     from .predict import predict_files
-    from .train import load_model
 
     results = predict_files(load_model(args.model), args.model, args.images)
     if args.json:
@@ -142,7 +142,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     _quiet_tensorflow()
     import numpy as np
 
-    from .evaluate import read_card
+    from .artifacts import read_card
     from .export import compare_exports, export_tflite
     from .pipeline import load_images, read_part
 
@@ -248,10 +248,69 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("models", cmd_models, "List the model architectures with their input size and parameter count.")
     p.add_argument("--json", action="store_true", help="print one JSON list")
 
-    from .series import register_series_commands  # run, html, badges: the notebook series
-
-    register_series_commands(sub)
+    register_series_commands(sub)  # run, html, badges: the notebook series
     return parser
+
+
+# ---------------------------------------------------------------- the notebook series: run, html, badges
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from .series import run_series
+
+    run_series(args.profile, source=args.source, build=args.build, data_dir=args.series_data_dir,
+               log=lambda line: print(line, flush=True))
+
+
+def cmd_html(args: argparse.Namespace) -> None:
+    from .render import render_html
+
+    print(f"Wrote {render_html(args.build)}")
+
+
+def cmd_badges(args: argparse.Namespace) -> None:
+    import nbformat
+
+    from .colab import settings, sync_badges
+    from .series import all_notebooks, find_root, strip_outputs
+
+    root = find_root()
+    notebooks = all_notebooks(root)
+    stale = sync_badges(root, notebooks, check=args.check)
+    dirty = [p for p in notebooks if strip_outputs(nbformat.read(p, as_version=4))]
+    names = ", ".join(p.relative_to(root).as_posix() for p in stale)
+    if args.check:
+        problems = ([f"stale badges or install line in {names}"] if stale else []) + (
+            [f"outputs stored in {', '.join(p.name for p in dirty)}"] if dirty else [])
+        if problems:
+            raise MalariaError("; ".join(problems) + ": run `malaria badges` to fix them.")
+        print(f"All {len(notebooks)} notebooks point at {'@'.join(settings(root))} and are stored clean.")
+        return
+    for path in dirty:
+        nb = nbformat.read(path, as_version=4)
+        strip_outputs(nb)
+        nbformat.write(nb, path)
+    print(f"Updated {len(stale)} and cleaned {len(dirty)} of {len(notebooks)} notebooks "
+          f"({'@'.join(settings(root))}).")
+
+
+def register_series_commands(sub) -> None:
+    """Add `run`, `html` and `badges` to the `malaria` command's subparsers."""
+    p = sub.add_parser("run", help="Execute the notebook series with papermill, then write report.json and HTML.",
+                       description="Execute notebooks/NN_*.ipynb in order with configs/PROFILE.yaml.")
+    p.add_argument("--profile", choices=("full", "cpu", "smoke"), default="cpu", help="parameter set (default: cpu)")
+    p.add_argument("--source", help="override the profile's data source (URL, zip, folder or 'synthetic')")
+    p.add_argument("--data-dir", dest="series_data_dir", help="override the profile's data folder")
+    p.add_argument("--build", default="build", help="output folder (default: build)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("html", help="Render the executed notebooks in BUILD/notebooks as HTML with an index.")
+    p.add_argument("--build", default="build", help="folder holding notebooks/ from `malaria run` (default: build)")
+    p.set_defaults(func=cmd_html)
+
+    p = sub.add_parser("badges", help="Update every notebook's Colab badge row and install line from pyproject.toml.")
+    p.add_argument("--check", action="store_true", help="change nothing; fail if any notebook is stale or has outputs")
+    p.set_defaults(func=cmd_badges)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,9 @@ from pathlib import Path
 SEED = 1337
 CLASSES: tuple[str, str] = ("Parasitized", "Uninfected")  # alphabetical, as Keras orders them
 POSITIVE_CLASS = "Parasitized"
+POSITIVE = CLASSES.index(POSITIVE_CLASS)  # 0: the index of P(Parasitized) in every model's output
+
+FETCH_MARKER = ".malaria_fetch.json"  # written beside fetched cells: where they came from, what was skipped
 
 NIH_FOLDER = "https://data.lhncbc.nlm.nih.gov/public/Malaria/"
 NIH_URL = NIH_FOLDER + "cell_images.zip"

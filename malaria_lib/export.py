@@ -20,8 +20,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .artifacts import card_path, load_model, read_card
+from .config import POSITIVE
 from .errors import MalariaError
-from .evaluate import POSITIVE, card_path
+from .models import CellStandardization, float32_copy
+from .pipeline import load_images, read_part
 
 KINDS = ("float16", "int8")
 
@@ -89,8 +92,6 @@ def _float_nodes(model: keras.Model, scratch: Path) -> list[str]:
     intermediate values lose so much that a standardized network's int8 copy fell from 94.7% to 89.7%
     test accuracy (scores moved by up to 0.82). Kept in float32, the int8 file scored 94.3% (0.07).
     """
-    from .models import CellStandardization
-
     names = [layer.name for layer in model.layers if isinstance(layer, CellStandardization)]
     if not names:
         return []
@@ -119,8 +120,6 @@ def export_tflite(model_path: str | Path, out_dir: str | Path, representative: n
 
     `representative`: a few hundred input images (float in [0, 1]) to calibrate int8 ranges.
     """
-    from .models import float32_copy
-    from .train import load_model
 
     model = float32_copy(load_model(model_path))  # a model trained in mixed precision exports in float32
     out_dir = Path(out_dir)
@@ -178,9 +177,6 @@ class TFLiteModel:
 
 def compare_exports(model_path: str | Path, paths: dict[str, Path], split_dir: str | Path) -> list[dict]:
     """Size and test-split accuracy of the Keras model beside each exported file, at the model's threshold."""
-    from .evaluate import read_card
-    from .pipeline import load_images, read_part
-    from .train import load_model
 
     model = load_model(model_path)
     card = read_card(model_path, model)
@@ -230,7 +226,6 @@ def latency_table(model_path: str | Path, paths: dict[str, Path], image: np.ndar
     Keras is timed through `predict_on_batch`, its fastest call for one small batch (`predict`
     adds a data pipeline per call); LiteRT runs with `threads` threads (None: its default).
     """
-    from .train import load_model
 
     model = load_model(model_path)
     rows = [{"format": "keras", **measure_latency(model.predict_on_batch, image, runs, warmup)}]

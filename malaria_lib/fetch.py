@@ -27,7 +27,7 @@ from .errors import MalariaError
 from .images import NotAnImage, decode_rgb
 from .patients import read_patient_csv
 
-MARKER = ".malaria_fetch.json"
+MARKER = config.FETCH_MARKER
 
 
 @dataclass

@@ -12,7 +12,6 @@ from PIL import Image, UnidentifiedImageError
 
 from . import config
 from .errors import MalariaError
-from .fetch import MARKER
 from .patients import patient_id
 
 
@@ -55,7 +54,7 @@ def list_cells(data_dir: str | Path, require_all: bool = True) -> tuple[list[Cel
         for path in sorted((cell_dir / label).iterdir()):
             if path.is_file() and path.suffix.lower() in config.IMAGE_SUFFIXES:
                 cells.append(CellRecord(path, label, patient_id(path.name)))
-            elif path.name != MARKER:
+            elif path.name != config.FETCH_MARKER:
                 skipped.append({"path": str(path.relative_to(cell_dir.parent)), "reason": "not a .png file"})
     if not cells:
         raise MalariaError(f"{cell_dir} holds no PNG cell image; check the folder.")
@@ -102,7 +101,7 @@ def take_inventory(data_dir: str | Path) -> Inventory:
     cells, skipped = list_cells(data_dir)
     cell_dir = cell_dir_of(data_dir)
     try:
-        fetched = json.loads((cell_dir / MARKER).read_text())
+        fetched = json.loads((cell_dir / config.FETCH_MARKER).read_text())
         skipped = fetched.get("skipped", []) + skipped
     except (OSError, ValueError):
         pass

@@ -9,8 +9,9 @@ import keras
 import numpy as np
 
 from . import config
+from .artifacts import read_card
+from .config import POSITIVE
 from .errors import MalariaError
-from .evaluate import POSITIVE, read_card
 from .images import NotAnImage, decode_rgb
 from .pipeline import resize_uint8
 

@@ -1,336 +1,31 @@
-"""Screening patients: from cell scores to a parasitized-cell fraction and a verdict per patient.
+"""`malaria screen`: the patients of a folder or of a split's test part, screened with a saved model.
 
-A clinician screens a patient, not a cell. The cells of a patient are grouped (by the C-number in
-their file name, or NIH's mapping CSV), the fraction the model calls parasitized is reported with a
-95% interval, and a rule turns it into a verdict. The rule is a cutoff on that fraction (or on the
-count of cells called parasitized), chosen on validation patients and stored in the model card, so
-the patients being scored never influence it.
-
-Intervals: a patient's fraction and the sensitivity and specificity over patients are binomial
-proportions, so they get exact (Clopper-Pearson) intervals from scipy; the ROC AUC over patients
-and the mean absolute error of the fraction come from resampling patients.
+The statistics (grouping, the rule, figures over patients) live in `screening`; this module reads
+the cells and the model, and stores a rule in a card that has none.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import binomtest
-from sklearn import metrics as skm
 
 from . import config
+from .artifacts import load_model, read_card, write_card
+from .calibration import calibrate_rule
 from .errors import MalariaError
-from .patients import patient_id, read_patient_csv
-
-STATISTICS = ("fraction", "count")
-POSITIVE = config.CLASSES.index(config.POSITIVE_CLASS)
-
-
-@dataclass
-class Rule:
-    """A patient is called infected when its statistic (fraction or count of cells called parasitized) exceeds cutoff."""
-
-    statistic: str
-    cutoff: float
-    cell_threshold: float
-    chosen_on: str
-
-    def infected(self, called: int, cells: int) -> bool:
-        value = called / cells if self.statistic == "fraction" else called
-        return bool(value > self.cutoff)
-
-    def describe(self) -> str:
-        what = "fraction of its cells" if self.statistic == "fraction" else "number of its cells"
-        cutoff = f"{self.cutoff:.3f}" if self.statistic == "fraction" else f"{self.cutoff:g}"
-        return (f"infected when the {what} with P(Parasitized) >= {self.cell_threshold:.3f} exceeds {cutoff} "
-                f"(chosen on {self.chosen_on})")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Rule:
-        return cls(str(d["statistic"]), float(d["cutoff"]), float(d["cell_threshold"]), str(d["chosen_on"]))
-
-
-def proportion_interval(k: int, n: int) -> list[float]:
-    """Exact 95% interval of k successes in n trials (Clopper-Pearson)."""
-    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=0.95, method="exact")
-    return [float(ci.low), float(ci.high)]
-
-
-# ---------------------------------------------------------------- grouping
-
-
-def group_patients(paths: list[str], mapping: dict[str, str] | None = None) -> list[str]:
-    """The patient of every cell, from NIH's mapping (file name -> patient) or else from the file name.
-
-    Raises one sentence when some cells cannot be placed: how many, an example, and what to do.
-    """
-    names = [Path(p).name for p in paths]
-    if mapping is not None:
-        missing = [n for n in names if n not in mapping]
-        if missing:
-            raise MalariaError(
-                f"The --patients file(s) do not cover {len(missing)} of the {len(names)} cells (e.g. {missing[0]}); "
-                "give NIH's mapping CSVs for both classes, or leave --patients out to read patients from file names.")
-        return [mapping[n] for n in names]
-    patients = [patient_id(n) for n in names]
-    unknown = [n for n, p in zip(names, patients, strict=True) if p is None]
-    if unknown:
-        raise MalariaError(
-            f"{len(unknown)} of the {len(names)} cells have no patient key in their file name (e.g. {unknown[0]}); "
-            "give NIH's patientid_cellmapping CSVs with --patients.")
-    return [str(p) for p in patients]
-
-
-def read_patient_csvs(paths: list[str | Path]) -> dict[str, str]:
-    """One file name -> patient mapping from one or more NIH mapping CSVs (one per class)."""
-    mapping: dict[str, str] = {}
-    for path in paths:
-        mapping.update(read_patient_csv(path))
-    if not mapping:
-        raise MalariaError(f"The --patients file(s) {', '.join(map(str, paths))} list no cells; give NIH's mapping CSVs.")
-    return mapping
-
-
-# ---------------------------------------------------------------- per patient
-
-
-def patient_table(scores: np.ndarray, patients: list[str], cell_threshold: float,
-                  labels: np.ndarray | None = None) -> list[dict]:
-    """One row per patient: cells, cells called parasitized, their fraction with a 95% interval, and,
-    where labels are known, the labelled fraction and whether the patient is infected (any parasitized cell)."""
-    scores = np.asarray(scores, dtype=float)
-    if len(scores) != len(patients):
-        raise MalariaError(f"Got {len(scores)} scores for {len(patients)} cells; give one score per cell.")
-    called = scores >= cell_threshold
-    rows = []
-    for patient in sorted(set(patients), key=_patient_order):
-        idx = np.array([i for i, p in enumerate(patients) if p == patient])
-        k, n = int(called[idx].sum()), len(idx)
-        row = {"patient": patient, "cells": n, "called_parasitized": k, "fraction": k / n,
-               "fraction_ci": proportion_interval(k, n), "mean_score": float(scores[idx].mean())}
-        if labels is not None:
-            is_positive = np.asarray(labels)[idx] == POSITIVE
-            positive = int(is_positive.sum())
-            row.update(labelled_parasitized=positive, labelled_fraction=positive / n, infected=positive > 0,
-                       false_positive_cells=int(np.sum(called[idx] & ~is_positive)))
-        rows.append(row)
-    return rows
-
-
-def _patient_order(patient: str) -> tuple[int, str]:
-    digits = patient[1:] if patient[:1] == "C" else ""
-    return (int(digits), patient) if digits.isdigit() else (10**9, patient)
-
-
-def _statistic(row: dict, statistic: str) -> float:
-    return row["fraction"] if statistic == "fraction" else float(row["called_parasitized"])
-
-
-# ---------------------------------------------------------------- the rule
-
-
-def choose_rule(rows: list[dict], cell_threshold: float, statistic: str = "fraction",
-                where: str = "validation patients") -> Rule:
-    """The cutoff that best separates infected from healthy validation patients (Youden's J over patients).
-
-    Among cutoffs with the same J, the one in the widest gap between neighbouring patients wins
-    (a margin for new patients), placed halfway across it (for fractions on the square-root scale). Without both kinds of patient the
-    cutoff cannot be learned: then it is twice the share of the validation patients' uninfected
-    cells called parasitized (what a healthy patient would show), at least 2%, and the rule says so.
-    """
-    if statistic not in STATISTICS:
-        raise MalariaError(f"Unknown screening statistic {statistic!r}; use one of {', '.join(STATISTICS)}.")
-    if any("infected" not in r for r in rows):
-        raise MalariaError("Choosing a screening rule needs labelled validation cells (Parasitized/Uninfected folders).")
-    infected = sum(r["infected"] for r in rows)
-    healthy = len(rows) - infected
-    if infected == 0 or healthy == 0:
-        uninfected_cells = sum(r["cells"] - r["labelled_parasitized"] for r in rows)
-        false_positive = sum(r["false_positive_cells"] for r in rows) / uninfected_cells if uninfected_cells else 0.0
-        cutoff = max(2 * false_positive, 0.02)
-        if statistic == "count":
-            cutoff = float(np.floor(cutoff * np.median([r["cells"] for r in rows])))
-        missing = "healthy" if healthy == 0 else "infected"
-        return Rule(statistic, float(cutoff), float(cell_threshold),
-                    f"{where} ({len(rows)}, none {missing}: heuristic, twice the uninfected cells' false-positive share)")
-    values = np.array([_statistic(r, statistic) for r in rows])
-    truth = np.array([r["infected"] for r in rows], dtype=bool)
-    distinct = np.unique(values)
-    best: tuple[float, float, float] | None = None  # (J, gap, cutoff)
-    for low, high in zip(distinct[:-1], distinct[1:], strict=True):
-        # fractions: halfway on the square-root scale, which stabilises a binomial fraction's variance, so a
-        # healthy patient near `low` and an infected one near `high` are equally many noise units away
-        cutoff = float(((np.sqrt(low) + np.sqrt(high)) / 2) ** 2 if statistic == "fraction" else (low + high) / 2)
-        called = values > cutoff
-        j = called[truth].mean() + (~called[~truth]).mean() - 1
-        candidate = (float(j), float(high - low), cutoff)
-        if best is None or candidate[:2] > best[:2]:
-            best = candidate
-    if best is None or best[0] <= 0:  # every patient has the same value, or nothing separates them
-        cutoff = float(distinct[-1]) if best is None else best[2]
-    else:
-        cutoff = best[2]
-    return Rule(statistic, cutoff, float(cell_threshold), f"{where} ({infected} infected, {healthy} healthy), Youden's J")
-
-
-# ---------------------------------------------------------------- figures over patients
-
-
-@dataclass
-class Screening:
-    """What `malaria screen` reports: the rule, a row per patient, and figures over patients."""
-
-    rule: Rule
-    patients: list[dict]
-    summary: dict
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {"rule": asdict(self.rule), "patients": self.patients, "summary": self.summary, "notes": self.notes}
-
-    def table(self) -> str:
-        labelled = all("infected" in r for r in self.patients)
-        head = f"{'patient':<8} {'cells':>5} {'called':>6} {'fraction (95% CI)':>22}"
-        head += f" {'labelled':>8} {'truth':>8}" if labelled else ""
-        lines = [f"Rule: {self.rule.describe()}", head + f" {'verdict':>8}"]
-        for r in self.patients:
-            lo, hi = r["fraction_ci"]
-            line = f"{r['patient']:<8} {r['cells']:>5} {r['called_parasitized']:>6} {r['fraction']:>7.3f} ({lo:.3f}-{hi:.3f})"
-            if labelled:
-                line += f" {r['labelled_fraction']:>8.3f} {'infected' if r['infected'] else 'healthy':>8}"
-            lines.append(line + f" {'infected' if r['verdict'] else 'healthy':>8}")
-        s = self.summary
-        if labelled:
-            def fmt(name: str) -> str:
-                value, ci = s[name], s["intervals"].get(name)
-                if value is None:
-                    return f"{name} n/a"
-                return f"{name} {value:.3f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
-            lines.append(f"{s['patients']} patients ({s['infected']} infected, {s['healthy']} healthy): "
-                         + ", ".join(fmt(m) for m in ("sensitivity", "specificity", "auc", "fraction_mae")))
-        lines.extend(f"note: {n}" for n in self.notes)
-        return "\n".join(lines)
-
-
-def _bootstrap(rows: list[dict], func, reps: int, seed: int, need_both: bool) -> list[float] | None:
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(reps):
-        sample = [rows[i] for i in rng.integers(0, len(rows), len(rows))]
-        if need_both and len({r["infected"] for r in sample}) < 2:
-            continue
-        values.append(func(sample))
-    if len(values) < reps // 2:
-        return None
-    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
-
-
-def screening_figures(rows: list[dict], rule: Rule, reps: int = 1000, seed: int = config.SEED) -> tuple[dict, list[str]]:
-    """Verdicts (added to rows) and sensitivity, specificity, ROC AUC and fraction error over patients.
-
-    A figure that the patients present cannot support (specificity without a healthy patient, AUC
-    without both kinds) is None, with a note saying why, never 0 or 1.
-    """
-    for r in rows:
-        r["verdict"] = rule.infected(r["called_parasitized"], r["cells"])
-    return summarise_patients(rows, rule.statistic, reps, seed)
-
-
-def summarise_patients(rows: list[dict], statistic: str = "fraction", reps: int = 1000,
-                       seed: int = config.SEED) -> tuple[dict, list[str]]:
-    """Figures over patients whose rows already carry a verdict (e.g. pooled out-of-fold rows, each
-    judged by its own fold's rule); `statistic` orders the patients for the ROC."""
-    summary: dict = {"patients": len(rows), "called_infected": sum(r["verdict"] for r in rows)}
-    notes: list[str] = []
-    if len(rows) == 1:
-        notes.append(f"Only one patient ({rows[0]['patient']}) is present: its verdict is given, but figures over "
-                     "patients need several; score a folder with more patients.")
-    if not rows or any("infected" not in r for r in rows):
-        notes.append("The cells carry no labels (no Parasitized/Uninfected folders), so only verdicts are given.")
-        return summary, notes
-    infected = [r for r in rows if r["infected"]]
-    healthy = [r for r in rows if not r["infected"]]
-    tp = sum(r["verdict"] for r in infected)
-    tn = sum(not r["verdict"] for r in healthy)
-    summary.update(infected=len(infected), healthy=len(healthy),
-                   confusion={"tp": tp, "fn": len(infected) - tp, "fp": len(healthy) - tn, "tn": tn})
-    intervals: dict[str, list[float] | None] = {}
-    summary["sensitivity"] = tp / len(infected) if infected else None
-    intervals["sensitivity"] = proportion_interval(tp, len(infected)) if infected else None
-    summary["specificity"] = tn / len(healthy) if healthy else None
-    intervals["specificity"] = proportion_interval(tn, len(healthy)) if healthy else None
-    if not healthy:
-        notes.append("No healthy patient is present, so specificity and the ROC AUC over patients cannot be computed; they are n/a.")
-    if not infected:
-        notes.append("No infected patient is present, so sensitivity and the ROC AUC over patients cannot be computed; they are n/a.")
-
-    def auc(sample: list[dict]) -> float:
-        return float(skm.roc_auc_score([r["infected"] for r in sample], [_statistic(r, statistic) for r in sample]))
-
-    def mae(sample: list[dict]) -> float:
-        return float(np.mean([abs(r["fraction"] - r["labelled_fraction"]) for r in sample]))
-
-    both = bool(infected and healthy)
-    summary["auc"] = auc(rows) if both else None
-    intervals["auc"] = _bootstrap(rows, auc, reps, seed, need_both=True) if both else None
-    summary["fraction_mae"] = mae(rows)
-    intervals["fraction_mae"] = _bootstrap(rows, mae, reps, seed, need_both=False) if len(rows) > 1 else None
-    summary["intervals"] = intervals
-    return summary, notes
-
-
-def screen_scores(scores: np.ndarray, patients: list[str], rule: Rule, labels: np.ndarray | None = None,
-                  reps: int = 1000, seed: int = config.SEED) -> Screening:
-    """Screen every patient from its cells' P(Parasitized) with a given rule."""
-    if len(scores) == 0:
-        raise MalariaError("There are no cells to screen; check the folder.")
-    rows = patient_table(scores, patients, rule.cell_threshold, labels)
-    summary, notes = screening_figures(rows, rule, reps, seed)
-    return Screening(rule, rows, summary, notes)
-
-
-def rule_roc(rows: list[dict], statistic: str = "fraction") -> tuple[np.ndarray, np.ndarray] | None:
-    """(truth, statistic) over patients for an ROC plot, or None when one kind of patient is missing."""
-    truth = np.array([r["infected"] for r in rows], dtype=int)
-    if len(np.unique(truth)) < 2:
-        return None
-    return truth, np.array([_statistic(r, statistic) for r in rows])
-
-
-def any_cell_rule(cell_threshold: float) -> Rule:
-    """The naive rule "infected if any cell is called parasitized", to compare against."""
-    return Rule("count", 0.0, float(cell_threshold), "nothing: the naive any-positive-cell rule")
-
-
-# ---------------------------------------------------------------- from a model
-
-
-def rule_from_card(card: dict) -> Rule | None:
-    try:
-        return Rule.from_dict(card["screening"])
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def calibrate_rule(model, val_part, card: dict, statistic: str = "fraction", tta: bool = False) -> Rule:
-    """Choose the screening rule on a split's validation patients with the model's own cell threshold."""
-    from .evaluate import predict_proba
-
-    scores = predict_proba(model, val_part, card, tta=tta)
-    rows = patient_table(scores, val_part.patients, float(card.get("threshold", 0.5)), val_part.labels)
-    return choose_rule(rows, float(card.get("threshold", 0.5)), statistic)
+from .inference import predict_proba
+from .inventory import cell_dir_of, list_cells
+from .pipeline import SplitPart, read_part
+from .predict import expand_paths
+from .screening import Screening, group_patients, read_patient_csvs, rule_from_card, screen_scores
 
 
 def cells_to_screen(data_dir: str | Path, patient_csvs: list[str] | None = None):
     """The cells of a folder with their patients: NIH layout (labelled) or any folder of images (unlabelled)."""
-    from .inventory import cell_dir_of, list_cells
-    from .pipeline import SplitPart
-    from .predict import expand_paths
-
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise MalariaError(f"The folder {data_dir} does not exist; give a folder of cell images with --data.")
@@ -356,10 +51,6 @@ def screen_model(model_path: str | Path, data_dir: str | Path | None = None, spl
     A model card without a rule gets one chosen on the split's validation patients when a split is
     given (and stored); scoring a bare folder then needs such a model.
     """
-    from .evaluate import predict_proba, read_card, write_card
-    from .pipeline import read_part
-    from .train import load_model
-
     if (split_dir is None) == (data_dir is None):
         raise MalariaError("Give either --split (its test patients are screened) or --data (a folder of cells).")
     model = load_model(model_path)

@@ -4,12 +4,12 @@
 configs/P.yaml, writes the executed copies to BUILD/notebooks/, merges the metrics the chapters
 wrote (WORK_DIR/metrics/*.json) into BUILD/report.json and renders BUILD/html/. The first
 failing notebook stops the run with one sentence naming it and its cell. Notebooks import
-`save_metrics` and `versions` from here, so heavy imports (papermill, nbconvert) stay lazy.
+`save_metrics` from here, so heavy imports (papermill, nbconvert) stay lazy; the commands that
+call this (`malaria run`, `html`, `badges`) are in `cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import MalariaError
-from .runtime import versions  # noqa: F401  (notebooks and older code import it from here)
+from .runtime import versions
 
 PROFILES = ("full", "cpu", "smoke")
 KERNEL = "python3"
@@ -197,62 +197,3 @@ def strip_outputs(nb) -> bool:
         if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None):
             cell.outputs, cell.execution_count, changed = [], None, True
     return changed
-
-
-# ---------------------------------------------------------------- the CLI
-
-
-def cmd_run(args: argparse.Namespace) -> None:
-    run_series(args.profile, source=args.source, build=args.build, data_dir=args.series_data_dir,
-               log=lambda line: print(line, flush=True))
-
-
-def cmd_html(args: argparse.Namespace) -> None:
-    from .render import render_html
-
-    print(f"Wrote {render_html(args.build)}")
-
-
-def cmd_badges(args: argparse.Namespace) -> None:
-    import nbformat
-
-    from .colab import settings, sync_badges
-
-    root = find_root()
-    notebooks = all_notebooks(root)
-    stale = sync_badges(root, notebooks, check=args.check)
-    dirty = [p for p in notebooks if strip_outputs(nbformat.read(p, as_version=4))]
-    names = ", ".join(p.relative_to(root).as_posix() for p in stale)
-    if args.check:
-        problems = ([f"stale badges or install line in {names}"] if stale else []) + (
-            [f"outputs stored in {', '.join(p.name for p in dirty)}"] if dirty else [])
-        if problems:
-            raise MalariaError("; ".join(problems) + ": run `malaria badges` to fix them.")
-        print(f"All {len(notebooks)} notebooks point at {'@'.join(settings(root))} and are stored clean.")
-        return
-    for path in dirty:
-        nb = nbformat.read(path, as_version=4)
-        strip_outputs(nb)
-        nbformat.write(nb, path)
-    print(f"Updated {len(stale)} and cleaned {len(dirty)} of {len(notebooks)} notebooks "
-          f"({'@'.join(settings(root))}).")
-
-
-def register_series_commands(sub) -> None:
-    """Add `run`, `html` and `badges` to the `malaria` command's subparsers."""
-    p = sub.add_parser("run", help="Execute the notebook series with papermill, then write report.json and HTML.",
-                       description="Execute notebooks/NN_*.ipynb in order with configs/PROFILE.yaml.")
-    p.add_argument("--profile", choices=PROFILES, default="cpu", help="parameter set (default: cpu)")
-    p.add_argument("--source", help="override the profile's data source (URL, zip, folder or 'synthetic')")
-    p.add_argument("--data-dir", dest="series_data_dir", help="override the profile's data folder")
-    p.add_argument("--build", default="build", help="output folder (default: build)")
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("html", help="Render the executed notebooks in BUILD/notebooks as HTML with an index.")
-    p.add_argument("--build", default="build", help="folder holding notebooks/ from `malaria run` (default: build)")
-    p.set_defaults(func=cmd_html)
-
-    p = sub.add_parser("badges", help="Update every notebook's Colab badge row and install line from pyproject.toml.")
-    p.add_argument("--check", action="store_true", help="change nothing; fail if any notebook is stale or has outputs")
-    p.set_defaults(func=cmd_badges)
-

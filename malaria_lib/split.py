@@ -22,7 +22,6 @@ import numpy as np
 
 from . import config
 from .errors import MalariaError
-from .fetch import MARKER
 from .inventory import CellRecord, cell_dir_of, list_cells
 
 SPLITS = ("train", "val", "test")
@@ -72,7 +71,7 @@ def _check_arguments(strategy: str, ratios: tuple[float, ...], link: str) -> tup
     return full  # type: ignore[return-value]
 
 
-def _assign_by_patient(cells: list[CellRecord], ratios: tuple[float, float, float], seed: int,
+def assign_by_patient(cells: list[CellRecord], ratios: tuple[float, float, float], seed: int,
                        trials: int = 300) -> list[str]:
     """Whole patients (both classes) go to one split, chosen so sizes and class balance match the ratios.
 
@@ -134,7 +133,7 @@ def _assign_randomly(cells: list[CellRecord], cell_dir: Path, ratios: tuple[floa
     import splitfolders.split as splitfolders_split
 
     try:
-        fetched = json.loads((cell_dir / MARKER).read_text())
+        fetched = json.loads((cell_dir / config.FETCH_MARKER).read_text())
     except (OSError, ValueError):
         fetched = {}
     with tempfile.TemporaryDirectory(prefix="malaria-split-") as scratch:
@@ -214,7 +213,7 @@ def make_split(
 
     cells, _ = list_cells(cell_dir)
     if strategy == "patient":
-        parts = _assign_by_patient(cells, full, seed)
+        parts = assign_by_patient(cells, full, seed)
     elif strategy == "ordered":
         parts = _assign_in_order(cells, full)
     else:

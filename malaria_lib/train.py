@@ -22,8 +22,12 @@ import numpy as np
 import tensorflow as tf
 
 from . import config
+from .artifacts import load_model, write_card
 from .augment import build_augmentation
+from .calibration import decisions_from_validation
 from .errors import MalariaError
+from .files import move_aside
+from .inference import predict_proba
 from .models import build_model
 from .pipeline import SplitPart, make_dataset, read_part
 from .recipes import Recipe, get_recipe
@@ -142,22 +146,6 @@ def read_history(out_dir: str | Path) -> dict[str, list[float]]:
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     return {key: [float(r[key]) for r in rows] for key in (rows[0] if rows else {})}
-
-
-def load_model(path: str | Path) -> keras.Model:
-    """Load a `.keras` file, with one clear sentence when it is missing or damaged."""
-    path = Path(path)
-    if not path.is_file():
-        raise MalariaError(f"The model file {path} does not exist; check the path or train a model first.")
-    try:
-        # compile=False: inference needs no optimizer, and one saved under mixed precision would only be
-        # skipped with a warning (training resumes through _restore instead)
-        return keras.saving.load_model(path, compile=False)
-    except Exception as exc:  # Keras raises many types for a damaged zip or config
-        raise MalariaError(
-            f"The model file {path} cannot be read ({type(exc).__name__}); it is damaged or not a Keras 3 "
-            ".keras file: delete it, or retrain."
-        ) from None
 
 
 def augment_in_train_step(model: keras.Model, augment: keras.Layer) -> None:
@@ -296,31 +284,11 @@ def train(
 def write_model_card(model_path: Path, recipe: Recipe, val_part: SplitPart) -> dict:
     """Store beside the model how to feed it, its decision threshold (chosen on validation cells) and its patient
     screening rule (chosen on validation patients)."""
-    from .evaluate import predict_proba, write_card
-
     card = {"model": recipe.model, "input_size": recipe.input_size, "resize": recipe.resize,
             "classes": list(config.CLASSES), "positive_class": config.POSITIVE_CLASS}
     card.update(decisions_from_validation(predict_proba(load_model(model_path), val_part, card), val_part))
     write_card(model_path, card)
     return card
-
-
-def decisions_from_validation(scores: np.ndarray, val_part: SplitPart) -> dict:
-    """The cell threshold (midway between the class medians of the validation cells) and, when patients are known,
-    the screening rule chosen on the same validation patients: what a model card stores, for one model's scores or
-    an ensemble's mean."""
-    from dataclasses import asdict
-
-    from .evaluate import choose_threshold
-    from .screen import choose_rule, patient_table
-
-    positive = val_part.labels == config.CLASSES.index(config.POSITIVE_CLASS)
-    decisions: dict = {"threshold": choose_threshold(positive.astype(int), scores),
-                       "threshold_from": f"validation cells ({len(val_part)}), midway between the class medians"}
-    if all(val_part.patients):
-        rows = patient_table(scores, val_part.patients, decisions["threshold"], val_part.labels)
-        decisions["screening"] = asdict(choose_rule(rows, decisions["threshold"]))
-    return decisions
 
 
 def _move_aside_if_stale(out_dir: Path, settings: dict) -> Path | None:
@@ -332,13 +300,7 @@ def _move_aside_if_stale(out_dir: Path, settings: dict) -> Path | None:
         return None
     if stored == settings:
         return None
-    aside = out_dir.with_name(f"{out_dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
-    try:
-        out_dir.rename(aside)
-    except OSError as exc:
-        raise MalariaError(f"Cannot move the older run {out_dir} aside ({exc.strerror}); move or delete it "
-                           "yourself, then run again.") from None
-    return aside
+    return move_aside(out_dir)
 
 
 def _prepare_folder(out_dir: Path, settings: dict, force: bool,

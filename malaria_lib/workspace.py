@@ -8,11 +8,10 @@ a split or a run made with other settings is moved aside (NAME.stale-TIMESTAMP),
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from . import config
-from .errors import MalariaError
+from .files import move_aside
 from .split import SplitResult, StaleSplit, make_split
 from .train import TrainResult, train
 
@@ -52,23 +51,13 @@ def ensure_data(source: str | None, data_dir: str | Path, *, seed: int = config.
     return f"Cells from {fetched.source} in {fetched.cell_dir}" + (" (already there)" if fetched.reused else "")
 
 
-def _aside(folder: Path) -> Path:
-    target = folder.with_name(f"{folder.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
-    try:
-        folder.rename(target)
-    except OSError as exc:
-        raise MalariaError(f"Cannot move {folder} aside ({exc.strerror}); move or delete it yourself, "
-                           "then run again.") from None
-    return target
-
-
 def ensure_split(data_dir: str | Path, work_dir: str | Path, name: str, seed: int = config.SEED) -> SplitResult:
     """The named split of the series, made on first use and reused after; one made otherwise is moved aside."""
     out = split_dir(work_dir, name)
     try:
         return make_split(data_dir, out, seed=seed, **SPLITS[name])
     except StaleSplit:
-        _aside(out)  # another seed or data folder: keep the old split (runs may refer to it), make the new one
+        move_aside(out)  # another seed or data folder: keep the old split (runs may refer to it), make the new one
     return make_split(data_dir, out, seed=seed, **SPLITS[name])
 
 

@@ -96,7 +96,7 @@ def test_seeds_are_scored_alone_and_as_an_ensemble_and_reused(tmp_path):
 
 def test_hindsight_accuracy_is_the_best_any_threshold_reaches():
     bench = _load()
-    from malaria_lib.evaluate import POSITIVE
+    from malaria_lib.config import POSITIVE
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 300)

@@ -8,9 +8,11 @@ import shutil
 import numpy as np
 import pytest
 
+from malaria_lib.artifacts import read_card
 from malaria_lib.cli import main
 from malaria_lib.errors import MalariaError
-from malaria_lib.evaluate import bootstrap_intervals, choose_threshold, evaluate_scores, read_card
+from malaria_lib.evaluate import evaluate_scores
+from malaria_lib.metrics import bootstrap_intervals, choose_threshold
 from malaria_lib.split import make_split
 from malaria_lib.train import train
 

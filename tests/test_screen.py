@@ -10,14 +10,8 @@ import pytest
 
 from malaria_lib.cli import main
 from malaria_lib.errors import MalariaError
-from malaria_lib.screen import (
-    any_cell_rule,
-    choose_rule,
-    group_patients,
-    patient_table,
-    proportion_interval,
-    screen_scores,
-)
+from malaria_lib.metrics import proportion_interval
+from malaria_lib.screening import any_cell_rule, choose_rule, group_patients, patient_table, screen_scores
 
 P, U = 0, 1  # label codes: Parasitized, Uninfected
 

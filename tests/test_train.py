@@ -8,12 +8,13 @@ import shutil
 import numpy as np
 import pytest
 
+from malaria_lib.artifacts import load_model
 from malaria_lib.cli import main
 from malaria_lib.errors import MalariaError
 from malaria_lib.pipeline import decode_image, make_dataset, read_part
 from malaria_lib.recipes import get_recipe
 from malaria_lib.split import make_split
-from malaria_lib.train import load_model, read_history, train
+from malaria_lib.train import read_history, train
 
 
 @pytest.fixture(scope="module")
