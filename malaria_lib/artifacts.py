@@ -13,7 +13,9 @@ from pathlib import Path
 
 import keras
 
+from . import models  # noqa: F401  (registers CellStandardization, which loading a saved network needs)
 from .errors import MalariaError
+from .files import write_text_atomic
 
 
 def load_model(path: str | Path) -> keras.Model:
@@ -38,15 +40,24 @@ def card_path(model_path: str | Path) -> Path:
 
 
 def read_card(model_path: str | Path, model: keras.Model | None = None) -> dict:
-    """The model card, or defaults read off the model itself (input size, threshold 0.5)."""
-    try:
-        return json.loads(card_path(model_path).read_text())
-    except (OSError, ValueError):
+    """The model card; without one, defaults read off the model itself (input size, threshold 0.5), marked
+    `"threshold_from": "default"` so that every caller can say so. A card that exists but cannot be read is an
+    error naming it: defaults never stand in silently for a broken file."""
+    path = card_path(model_path)
+    if not path.exists():
         size = int(model.input_shape[1]) if model is not None else 96
         return {"input_size": size, "resize": "bilinear", "threshold": 0.5, "threshold_from": "default"}
+    try:
+        card = json.loads(path.read_text())
+        float(card["threshold"])
+        int(card["input_size"])
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        raise MalariaError(f"The model card {path} cannot be read ({reason}); restore it (or train again), or "
+                           "delete it to use the defaults (threshold 0.5).") from None
+    return card
 
 
 def write_card(model_path: str | Path, card: dict) -> Path:
-    path = card_path(model_path)
-    path.write_text(json.dumps(card, indent=1))
-    return path
+    """Write the card beside the model, atomically (a kill leaves the old card or the new one)."""
+    return write_text_atomic(card_path(model_path), json.dumps(card, indent=1))

@@ -115,7 +115,8 @@ def cmd_screen(args: argparse.Namespace) -> None:
     _quiet_tensorflow()
     from .screen import screen_model
 
-    screening = screen_model(args.model, args.data, args.split, args.patients, tta=args.tta, reps=args.bootstrap)
+    screening = screen_model(args.model, args.data, args.split, args.patients, tta=args.tta, reps=args.bootstrap,
+                             store_rule=args.store_rule)
     if args.json:
         _print_json(screening.to_dict())
     else:
@@ -124,9 +125,11 @@ def cmd_screen(args: argparse.Namespace) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
-    from .artifacts import load_model
+    from .artifacts import load_model, read_card
     from .predict import predict_files
 
+    if read_card(args.model).get("threshold_from") == "default":
+        print(f"malaria predict: note: no model card beside {args.model}; using threshold 0.5", file=sys.stderr)
     results = predict_files(load_model(args.model), args.model, args.images)
     if args.json:
         _print_json([r.__dict__ for r in results])
@@ -232,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NIH's patientid_cellmapping CSV(s) (default: the C-number in each file name)")
     p.add_argument("--tta", action="store_true", help="average over the 8 flips and right-angle rotations")
     p.add_argument("--bootstrap", type=int, default=1000, help="patient bootstrap resamples for the AUC and MAE intervals")
+    p.add_argument("--store-rule", action="store_true",
+                   help="with --split, store the rule chosen on its validation patients in a card that has none")
     p.add_argument("--json", action="store_true", help="print one JSON object with a `patients` list and a `summary`")
 
     p = add("predict", cmd_predict, "Label image files (any size or mode) as Parasitized or Uninfected.")

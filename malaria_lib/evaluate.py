@@ -18,7 +18,7 @@ from .config import POSITIVE
 from .errors import MalariaError
 from .inference import predict_proba
 from .metrics import METRICS, bootstrap_intervals, point_metrics
-from .pipeline import read_folder, read_part
+from .pipeline import drop_unreadable, read_folder, read_part
 from .screening import rule_from_card, screen_scores
 
 
@@ -102,9 +102,16 @@ def evaluate_model(model_path: str | Path, split_dir: str | Path | None = None, 
         raise MalariaError("Give either --split (a split's test part) or --data (a folder in the NIH layout).")
     model = load_model(model_path)
     card = read_card(model_path, model)
-    cells = read_part(split_dir, part) if split_dir is not None else read_folder(data_dir)
+    unreadable: list[str] = []
+    if split_dir is not None:
+        cells = read_part(split_dir, part)
+    else:
+        cells, unreadable = drop_unreadable(read_folder(data_dir))
     scores = predict_proba(model, cells, card, tta=tta)
     evaluation = evaluate_scores(cells.labels, scores, cells.patients, float(card.get("threshold", 0.5)), reps)
+    if unreadable:
+        evaluation.notes.append(f"{len(unreadable)} file(s) could not be read and were left out: "
+                                + "; ".join(unreadable[:3]) + ("; ..." if len(unreadable) > 3 else ""))
     if card.get("threshold_from") == "default":
         evaluation.notes.append(f"No model card {card_path(model_path).name} beside the model: threshold 0.5 used.")
     size = int(model.input_shape[1])

@@ -8,6 +8,7 @@ happens in a staging folder that replaces the result only when everything checke
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -222,7 +223,47 @@ def _copy_local_csvs(places: list[Path], data_dir: Path, report: FetchReport) ->
         report.patient_csvs.append(name)
 
 
+@contextlib.contextmanager
+def _one_fetch_at_a_time(data_dir: Path):
+    """Hold an exclusive lock on DATA_DIR/.malaria_fetch.lock: a second fetch into the same folder (another
+    notebook, another terminal) is refused with a sentence instead of sharing the download's `.part` file and
+    the staging folder. The kernel releases the lock when the process ends, even when it is killed."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; one fetch per folder is then up to the user
+        yield
+        return
+    with open(data_dir / ".malaria_fetch.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MalariaError(f"Another `malaria fetch` is writing to {data_dir}; wait for it to finish, then run "
+                               "this again (it will reuse what the other one fetched).") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def fetch(
+    source: str | None = None,
+    data_dir: str | Path | None = None,
+    **options,
+) -> FetchReport:
+    """Fetch, verify and extract the cell images; a second call with the same source reuses them.
+
+    One fetch at a time per data folder (a file lock); see `_fetch` for the options.
+    """
+    data_dir = Path(data_dir if data_dir is not None else config.default_data_dir())
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MalariaError(f"Cannot write to {data_dir} ({exc.strerror}); choose a writable --data-dir.") from None
+    with _one_fetch_at_a_time(data_dir):
+        return _fetch(source, data_dir, **options)
+
+
+def _fetch(
     source: str | None = None,
     data_dir: str | Path | None = None,
     *,

@@ -1,11 +1,20 @@
-"""Reading cell images the same way everywhere: any size, any PNG mode, always 8-bit RGB."""
+"""Reading cell images the same way everywhere: any size, any PNG mode, always 8-bit RGB.
+
+What we do not trust in an image file we did not make: its header (it can declare a size whose pixels
+would not fit in memory: a "decompression bomb"), its data (truncated or damaged), its kind (any
+file can be named .png). Each is refused with a reason (`NotAnImage`) before anything large is
+allocated; callers skip or report the file and go on with the others.
+"""
 
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+MAX_SIDE = 4096  # NIH's cells are 40 to 400 pixels a side; a side beyond this is no cell image
 
 
 class NotAnImage(ValueError):
@@ -21,8 +30,17 @@ def decode_rgb(data: bytes) -> tuple[Image.Image, bool]:
     if not data:
         raise NotAnImage("the file is empty (0 bytes)")
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
+        image = Image.open(io.BytesIO(data))  # reads the header only
+        if max(image.size) > MAX_SIDE:
+            raise NotAnImage(f"its header declares {image.size[0]:,} x {image.size[1]:,} pixels, far beyond a cell "
+                             f"image (at most {MAX_SIDE:,} a side)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+    except NotAnImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise NotAnImage(f"too many pixels for a cell image ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         reason = "not an image" if isinstance(exc, UnidentifiedImageError) else f"damaged image data ({exc})"
         raise NotAnImage(reason) from None

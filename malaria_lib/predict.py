@@ -36,13 +36,23 @@ def expand_paths(items: list[str]) -> list[Path]:
     return paths
 
 
-def predict_files(model: keras.Model, model_path: str | Path, items: list[str]) -> list[Prediction]:
-    """Score every readable image; unreadable or missing ones get an error instead of stopping the rest."""
+def predict_files(model: keras.Model, model_path: str | Path, items: list[str], chunk: int = 256) -> list[Prediction]:
+    """Score every readable image; unreadable or missing ones get an error instead of stopping the rest.
+
+    Images are decoded and scored CHUNK at a time, so memory does not grow with the number of files.
+    """
     card = read_card(model_path, model)
     size = int(model.input_shape[1])
+    threshold = float(card.get("threshold", 0.5))
     results: list[Prediction] = []
-    good: list[int] = []
-    images: list[np.ndarray] = []
+    waiting: list[tuple[int, np.ndarray]] = []
+
+    def score(batch: list[tuple[int, np.ndarray]]) -> None:
+        scores = model.predict(np.stack([image for _, image in batch]).astype(np.float32) / 255.0, verbose=0)
+        for (i, _), value in zip(batch, scores[:, POSITIVE], strict=True):
+            results[i].probability = float(value)
+            results[i].label = config.POSITIVE_CLASS if value >= threshold else config.CLASSES[1 - POSITIVE]
+
     for path in expand_paths(items):
         if not path.is_file():
             results.append(Prediction(str(path), None, None, "no such file"))
@@ -52,15 +62,13 @@ def predict_files(model: keras.Model, model_path: str | Path, items: list[str]) 
         except NotAnImage as exc:
             results.append(Prediction(str(path), None, None, str(exc)))
             continue
-        images.append(resize_uint8(np.asarray(image), size, card.get("resize", "bilinear")).numpy())
-        good.append(len(results))
+        waiting.append((len(results), resize_uint8(np.asarray(image), size, card.get("resize", "bilinear")).numpy()))
         results.append(Prediction(str(path), None, None))
+        if len(waiting) == chunk:
+            score(waiting)
+            waiting = []
     if not results:
         raise MalariaError("No image files were given; pass PNG files or folders holding them.")
-    if good:
-        scores = model.predict(np.stack(images).astype(np.float32) / 255.0, verbose=0)[:, POSITIVE]
-        threshold = float(card.get("threshold", 0.5))
-        for i, score in zip(good, scores, strict=True):
-            results[i].probability = float(score)
-            results[i].label = config.POSITIVE_CLASS if score >= threshold else config.CLASSES[1 - POSITIVE]
+    if waiting:
+        score(waiting)
     return results

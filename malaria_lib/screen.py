@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from . import config
-from .artifacts import load_model, read_card, write_card
+from .artifacts import card_path, load_model, read_card, write_card
 from .calibration import calibrate_rule
 from .errors import MalariaError
 from .inference import predict_proba
 from .inventory import cell_dir_of, list_cells
-from .pipeline import SplitPart, read_part
+from .pipeline import SplitPart, drop_unreadable, read_part
 from .predict import expand_paths
 from .screening import Screening, group_patients, read_patient_csvs, rule_from_card, screen_scores
 
@@ -45,11 +45,12 @@ def cells_to_screen(data_dir: str | Path, patient_csvs: list[str] | None = None)
 
 
 def screen_model(model_path: str | Path, data_dir: str | Path | None = None, split_dir: str | Path | None = None,
-                 patient_csvs: list[str] | None = None, tta: bool = False, reps: int = 1000) -> Screening:
+                 patient_csvs: list[str] | None = None, tta: bool = False, reps: int = 1000,
+                 store_rule: bool = False) -> Screening:
     """Screen the patients of a folder (or of a split's test part) with a saved model and its stored rule.
 
     A model card without a rule gets one chosen on the split's validation patients when a split is
-    given (and stored); scoring a bare folder then needs such a model.
+    given, stored in the card only with `store_rule`; scoring a bare folder needs a card with a rule.
     """
     if (split_dir is None) == (data_dir is None):
         raise MalariaError("Give either --split (its test patients are screened) or --data (a folder of cells).")
@@ -63,15 +64,26 @@ def screen_model(model_path: str | Path, data_dir: str | Path | None = None, spl
             cells.patients = group_patients(cells.paths, read_patient_csvs(patient_csvs))
         if rule is None:
             rule = calibrate_rule(model, read_part(split_dir, "val"), card)
-            card["screening"] = asdict(rule)
-            write_card(model_path, card)
-            notes.append(f"The model card had no screening rule; one was chosen on {split_dir}'s validation patients and stored.")
+            if store_rule:
+                card["screening"] = asdict(rule)
+                write_card(model_path, card)
+                notes.append(f"The model card had no screening rule; one was chosen on {split_dir}'s validation "
+                             f"patients and stored in {card_path(model_path)} (--store-rule).")
+            else:
+                notes.append(f"The model card has no screening rule; one was chosen on {split_dir}'s validation "
+                             "patients for this run only (--store-rule stores it in the card).")
     else:
         cells, labelled = cells_to_screen(data_dir, patient_csvs)
+        cells, unreadable = drop_unreadable(cells)
+        if unreadable:
+            notes.append(f"{len(unreadable)} file(s) could not be read and were left out: "
+                         + "; ".join(unreadable[:3]) + ("; ..." if len(unreadable) > 3 else ""))
+        if not cells.paths:
+            raise MalariaError(f"None of the images in {data_dir} could be read; give a folder of cell images.")
         if rule is None:
             raise MalariaError(
                 f"The model card {Path(model_path).with_suffix('.json')} holds no screening rule; train the model with "
-                "`malaria train` (it chooses one on validation patients) or screen a split once with --split.")
+                "`malaria train` (it chooses one on validation patients) or store one with --split SPLIT --store-rule.")
     counts = Counter(cells.patients)
     scores = predict_proba(model, cells, card, tta=tta)
     with warnings.catch_warnings():

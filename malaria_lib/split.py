@@ -227,12 +227,14 @@ def write_split(cells: list[CellRecord], parts: list[str], out: str | Path, sett
 
     `make_split` decides by strategy; cross-validation (benchmarks/accuracy.py) decides by fold.
     With link="none" no tree is written and the manifest's paths are relative to settings["data_dir"].
+    The new split is written beside OUT and swapped in only when whole, so a split replaced with --force
+    stays usable until then, and a kill at any moment leaves the old split or the new one.
     """
     out = Path(out)
+    staging = out.with_name(f".{out.name}.staging")
     try:
-        for part in SPLITS:
-            shutil.rmtree(out / part, ignore_errors=True)
-        out.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
         rows = []
         for cell, part in zip(cells, parts, strict=True):
             row = {"path": f"{part}/{cell.label}/{cell.path.name}", "label": cell.label,
@@ -240,26 +242,51 @@ def write_split(cells: list[CellRecord], parts: list[str], out: str | Path, sett
             if link == "none":
                 row["path"] = f"{cell.label}/{cell.path.name}"
             else:
-                target = out / row["path"]
+                target = staging / row["path"]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if link == "symlink":
                     os.symlink(cell.path.resolve(), target)
                 else:
                     shutil.copy2(cell.path, target)
             rows.append(row)
+        rows.sort(key=lambda r: (SPLITS.index(r["split"]), r["path"]))
+        with open(staging / MANIFEST, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["path", "label", "patient", "split"])
+            writer.writeheader()
+            writer.writerows(rows)
+        settings = dict(settings)
+        result = _result(out, settings, rows)
+        settings.update(counts=result.counts, patients=result.patients)
+        (staging / SETTINGS).write_text(json.dumps(settings, indent=1))
+        _swap_in(staging, out)
     except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
         raise MalariaError(f"Cannot write the split to {out} ({exc.strerror}); choose a writable --out.") from None
-    rows.sort(key=lambda r: (SPLITS.index(r["split"]), r["path"]))
-    with open(out / MANIFEST, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["path", "label", "patient", "split"])
-        writer.writeheader()
-        writer.writerows(rows)
-    settings = dict(settings)
-    result = _result(out, settings, rows)
-    settings.update(counts=result.counts, patients=result.patients)
-    (out / SETTINGS).write_text(json.dumps(settings, indent=1))
     result.settings = settings
     return result
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Put the finished split in STAGING in OUT's place. A folder holding only a split is swapped whole (two
+    renames); one that also holds other files (a --force over a folder of the user's) gets the split's own
+    entries replaced one by one, its other files left alone."""
+    own = set(SPLITS) | {MANIFEST, SETTINGS}
+    if not out.exists() or {p.name for p in out.iterdir()} <= own:
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if out.exists():
+            out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    for name in (*SPLITS, MANIFEST, SETTINGS):  # split.json last: the split is whole when it is there
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+        if (staging / name).exists():
+            os.replace(staging / name, out / name)
+        else:
+            (out / name).unlink(missing_ok=True)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def _result(out: Path, settings: dict, rows: list[dict[str, str]], reused: bool = False) -> SplitResult:

@@ -26,7 +26,7 @@ from .artifacts import load_model, write_card
 from .augment import build_augmentation
 from .calibration import decisions_from_validation
 from .errors import MalariaError
-from .files import move_aside
+from .files import move_aside, remove_partials, save_model_atomic, write_text_atomic
 from .inference import predict_proba
 from .models import build_model
 from .pipeline import SplitPart, make_dataset, read_part
@@ -238,7 +238,7 @@ def train(
         load_model(resume)  # a damaged checkpoint is reported before anything else happens
     moved_aside = _move_aside_if_stale(out_dir, settings) if replace_stale and not force else None
     initial_epoch, start_from = _prepare_folder(out_dir, settings, force, resume)
-    if initial_epoch >= recipe.epochs:
+    if resume is None and (out_dir / "result.json").is_file():
         return _result(out_dir, settings, json.loads((out_dir / "result.json").read_text())["seconds"], True)
 
     set_seed(seed)
@@ -252,17 +252,20 @@ def train(
         model = compile_model(build_model(model_name, recipe.input_size, recipe.standardize), recipe, steps)
         if start_from is not None:
             _restore(model, start_from)
+            # the checkpoint knows how far it got: a kill between the history row and the checkpoint leaves one
+            # row too many, which is dropped and its epoch trained again
+            initial_epoch = int(model.optimizer.iterations.numpy()) // steps
+            _keep_history_rows(out_dir, initial_epoch)
+    if initial_epoch >= recipe.epochs:  # killed after the last epoch, before the card or result.json: finish
+        return _finish(out_dir, settings, recipe, val_part, sum(read_history(out_dir).get("seconds", [])), moved_aside)
     if on_device and augment is not None:
         augment_in_train_step(model, augment)
     history = read_history(out_dir)
     best_so_far = max(history.get("val_accuracy", [float("-inf")]))
-    callbacks: list[keras.callbacks.Callback] = [
+    callbacks: list[keras.callbacks.Callback] = [  # in this order: the history row first, then the checkpoints
         _EpochTimer(),
-        keras.callbacks.ModelCheckpoint(out_dir / "best.keras", monitor="val_accuracy", mode="max",
-                                        save_best_only=True, initial_value_threshold=best_so_far
-                                        if math.isfinite(best_so_far) else None),
-        keras.callbacks.ModelCheckpoint(out_dir / "last.keras"),
         keras.callbacks.CSVLogger(out_dir / "history.csv", append=True),
+        _Checkpoints(out_dir, best_so_far),
     ]
     if recipe.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=recipe.early_stopping, mode="max"))
@@ -270,15 +273,52 @@ def train(
     model.fit(train_data, validation_data=val_data, epochs=recipe.epochs, initial_epoch=initial_epoch,
               callbacks=callbacks, verbose=verbose, shuffle=False)  # tf.data shuffles
     seconds = time.perf_counter() - started + sum(history.get("seconds", []))
+    return _finish(out_dir, settings, recipe, val_part, seconds, moved_aside)
+
+
+def _finish(out_dir: Path, settings: dict, recipe: Recipe, val_part: SplitPart, seconds: float,
+            moved_aside: Path | None) -> TrainResult:
+    """After the last epoch: the card, history.json, then result.json, which marks the run finished. Each is
+    written atomically and result.json last, so a run killed here finishes on the next call."""
     result = _result(out_dir, settings, seconds, False)
     result.moved_aside = moved_aside
     write_model_card(out_dir / "best.keras", recipe, val_part)
-    (out_dir / "history.json").write_text(json.dumps(result.history, indent=1))
-    (out_dir / "result.json").write_text(json.dumps({
+    write_text_atomic(out_dir / "history.json", json.dumps(result.history, indent=1))
+    write_text_atomic(out_dir / "result.json", json.dumps({
         "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
         "epochs_run": len(result.history.get("epoch", [])), "seconds": seconds, "versions": versions(),
     }, indent=1))
     return result
+
+
+class _Checkpoints(keras.callbacks.Callback):
+    """best.keras when val_accuracy beats the best so far, then last.keras (optimizer state included), each
+    written to a temporary file and renamed into place.
+
+    Why not keras.callbacks.ModelCheckpoint: it writes the `.keras` file where it stands, so a kill during the
+    save leaves a truncated checkpoint that the next run cannot resume from.
+    """
+
+    def __init__(self, out_dir: Path, best_so_far: float):
+        super().__init__()
+        self.out_dir, self.best = out_dir, best_so_far
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get("val_accuracy")
+        if value is not None and value > self.best:
+            self.best = float(value)
+            save_model_atomic(self.model, self.out_dir / "best.keras")
+        save_model_atomic(self.model, self.out_dir / "last.keras")
+
+
+def _keep_history_rows(out_dir: Path, epochs: int) -> None:
+    """Trim history.csv to its first EPOCHS rows (the epochs the resumed checkpoint holds)."""
+    path = out_dir / "history.csv"
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    if len(lines) - 1 > epochs:
+        write_text_atomic(path, "".join(lines[: epochs + 1]))
 
 
 def write_model_card(model_path: Path, recipe: Recipe, val_part: SplitPart) -> dict:
@@ -322,7 +362,8 @@ def _prepare_folder(out_dir: Path, settings: dict, force: bool,
             (out_dir / name).unlink(missing_ok=True)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "settings.json").write_text(json.dumps(settings, indent=1))
+        remove_partials(out_dir)
+        write_text_atomic(out_dir / "settings.json", json.dumps(settings, indent=1))
     except OSError as exc:
         raise MalariaError(f"Cannot write to {out_dir} ({exc.strerror}); choose a writable --out.") from None
     done = len(read_history(out_dir).get("epoch", []))

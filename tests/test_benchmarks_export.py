@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,23 @@ def test_export_latency_writes_sizes_accuracies_and_latencies(tmp_path, export_l
         < results["formats"]["keras"]["bytes"]
     table = capsys.readouterr().out
     assert all(name in table for name in FORMATS) and "median ms" in table
+
+
+def test_memory_benchmark_scores_both_folders_and_records_peak_memory(tmp_path, synthetic_root, capsys):
+    spec = importlib.util.spec_from_file_location("benchmarks_memory", SCRIPT.with_name("memory.py"))
+    memory = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(memory)
+    make_split(synthetic_root, tmp_path / "split", strategy="patient", ratios=(0.7, 0.15, 0.15), seed=1)
+    model = train("malarianet", tmp_path / "split", tmp_path / "run", "smoke", epochs=1, verbose=0).best_model
+    work = tmp_path / "work"
+    shutil.copytree(synthetic_root / "cell_images", work / "data" / "cell_images")
+    out = tmp_path / "memory.json"
+    results = memory.main(["--model", str(model), "--work", str(work), "--scale", "300", "--reps", "20",
+                           "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    small, large = results["runs"]
+    assert small["cells"] == 120 and large["cells"] == 300
+    assert all(positive(run["peak_rss_mb"]) and positive(run["seconds"]) for run in results["runs"])
+    names = sorted(p.name for p in (work / "scaled_300" / "cell_images" / "Parasitized").iterdir())
+    assert any("_rep1" in name for name in names), "the large folder repeats the cells under new names"
+    assert {"cpu_count", "tensorflow", "date"} <= set(results["machine"])

@@ -164,3 +164,46 @@ def test_export_tflite_files_load_and_agree_with_keras(trained, tmp_path, capsys
     (tmp_path / "junk.tflite").write_bytes(b"junk")
     with pytest.raises(MalariaError, match="not a valid TensorFlow Lite model"):
         TFLiteModel(tmp_path / "junk.tflite")
+
+
+def test_a_fresh_process_loads_a_saved_network_with_its_custom_layer(trained):
+    """`malaria evaluate` in a new interpreter: nothing else has imported the module that registers
+    CellStandardization, so loading must bring it in itself."""
+    import subprocess
+    import sys
+
+    root, model = trained
+    result = subprocess.run([sys.executable, "-m", "malaria_lib", "evaluate", "--model", str(model), "--split",
+                             str(root / "split"), "--json", "--bootstrap", "20"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["n_images"] > 0
+
+
+def test_predict_names_a_hostile_file_and_scores_the_others(trained, tmp_path, capsys):
+    from test_fetch import huge_header
+
+    root, model = trained
+    good = sorted((root / "split" / "test" / "Parasitized").iterdir())[:2]
+    bomb = tmp_path / "C1P1thinF_IMG_1_cell_bomb.png"
+    bomb.write_bytes(huge_header(good[0].read_bytes()))
+    assert main(["predict", str(good[0]), str(bomb), str(good[1]), "--model", str(model)]) == 0
+    captured = capsys.readouterr()
+    assert "cell_bomb.png: cannot be scored" in captured.err and "pixels" in captured.err
+    assert captured.out.count("P(Parasitized)=") == 2
+
+
+def test_evaluate_and_screen_on_a_folder_name_a_broken_file_and_score_the_others(trained, synthetic_root, tmp_path,
+                                                                                  capsys):
+    _, model = trained
+    folder = tmp_path / "data"
+    shutil.copytree(synthetic_root / "cell_images", folder / "cell_images")
+    victim = sorted((folder / "cell_images" / "Uninfected").iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:60])  # the PNG header survives, the pixels do not
+    total = sum(1 for _ in (folder / "cell_images").rglob("*.png"))
+    assert main(["evaluate", "--model", str(model), "--data", str(folder), "--json", "--bootstrap", "20"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n_images"] == total - 1 and any(victim.name in note for note in result["notes"])
+    assert main(["screen", "--model", str(model), "--data", str(folder), "--json", "--bootstrap", "20"]) == 0
+    screened = json.loads(capsys.readouterr().out)
+    assert screened["summary"]["cells"] == total - 1 and any(victim.name in note for note in screened["notes"])

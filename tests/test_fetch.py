@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +112,14 @@ def test_grayscale_rgba_and_16bit_pngs_become_rgb(tmp_path, raw_tree):
     assert deep_out.max() > 128  # scaled from 16 bits, not clipped to a black image
 
 
+def huge_header(good: bytes, side: int = 100_000) -> bytes:
+    """A real PNG whose header declares SIDE x SIDE pixels (a decompression bomb's header), CRC fixed."""
+    header = good[12:16] + struct.pack(">II", side, side) + good[24:29]
+    return good[:12] + header + struct.pack(">I", zlib.crc32(header)) + good[33:]
+
+
 BAD_FILES = {
+    "PNG declaring 100,000 x 100,000 pixels": huge_header,
     "corrupt PNG": lambda good: good[: len(good) // 3],
     "zero-byte file": lambda good: b"",
     "text named .png": lambda good: b"this is not an image, just some text\n",
@@ -230,3 +239,17 @@ def test_dev_zip_fetch_counts(dev_zip, dev_data):
     assert marker["classes"] == {"Parasitized": 4581, "Uninfected": 4127}
     assert [s["path"] for s in marker["skipped"]] == ["cell_images/Parasitized/Thumbs.db", "cell_images/Uninfected/Thumbs.db"]
     assert sorted(marker["patient_csvs"]) == ["patientid_cellmapping_parasitized.csv", "patientid_cellmapping_uninfected.csv"]
+
+
+def test_a_second_fetch_into_the_same_folder_is_refused_while_the_first_runs(tmp_path, raw_zip):
+    import fcntl
+
+    data_dir = tmp_path / "d"
+    data_dir.mkdir()
+    with open(data_dir / ".malaria_fetch.lock", "a") as held:  # another process's fetch, as the kernel sees it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(MalariaError, match="Another `malaria fetch` is writing to"):
+            fetch(str(raw_zip), data_dir, progress=False)
+        assert not (data_dir / "cell_images").exists() and not (data_dir / ".cell_images.staging").exists()
+    report = fetch(str(raw_zip), data_dir, progress=False)  # once it is done, the next one runs
+    assert sum(report.classes.values()) > 0 and not report.reused

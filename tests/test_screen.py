@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,3 +210,39 @@ def test_dev_zip_screen_lists_every_test_patient(dev_data, tmp_path, capsys):
     s = result["summary"]
     assert s["healthy"] >= 1 and s["infected"] >= 1
     assert s["cells"] == sum(1 for r in rows if r[-1] == "test")
+
+
+def _copy_model(model: Path, target: Path, card: dict | str | None) -> Path:
+    shutil.copy(model, target)
+    if card is not None:
+        target.with_suffix(".json").write_text(card if isinstance(card, str) else json.dumps(card))
+    return target
+
+
+def test_screen_changes_a_card_only_when_asked(trained, tmp_path, capsys):
+    root, model = trained
+    card = json.loads(model.with_suffix(".json").read_text())
+    card.pop("screening")
+    copy = _copy_model(model, tmp_path / "m.keras", card)
+    before = copy.with_suffix(".json").read_bytes()
+    args = ["screen", "--model", str(copy), "--split", str(root / "split"), "--json", "--bootstrap", "20"]
+    assert main(args) == 0
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    assert copy.with_suffix(".json").read_bytes() == before and any("for this run only" in n for n in notes)
+    assert main(args + ["--store-rule"]) == 0
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    assert "screening" in json.loads(copy.with_suffix(".json").read_text()) and any("stored in" in n for n in notes)
+
+
+def test_a_card_that_cannot_be_read_is_an_error_naming_it(trained, tmp_path, capsys):
+    root, model = trained
+    image = str(next((root / "split" / "test" / "Parasitized").iterdir()))
+    for i, broken in enumerate(("{not json", json.dumps({"input_size": 96}))):
+        copy = _copy_model(model, tmp_path / f"m{i}.keras", broken)
+        for command in (["evaluate", "--split", str(root / "split")], ["screen", "--split", str(root / "split")],
+                        ["predict", image]):
+            assert main([command[0], "--model", str(copy), *command[1:]]) == 2
+            assert f"The model card {copy.with_suffix('.json')} cannot be read" in capsys.readouterr().err
+    bare = _copy_model(model, tmp_path / "bare.keras", None)  # no card at all: defaults, and a word
+    assert main(["predict", image, "--model", str(bare)]) == 0
+    assert "no model card" in capsys.readouterr().err

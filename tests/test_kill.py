@@ -1,0 +1,126 @@
+"""Training that survives a kill: a real training process is killed (SIGKILL, no clean-up) and run again.
+
+The child process kills itself at a chosen point: inside an epoch, in the middle of writing a
+checkpoint (it writes half a file, then dies), and after the last epoch before the model card. The
+checkpoints it leaves must load, and the same call again must finish the run from where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from malaria_lib.artifacts import card_path, load_model
+from malaria_lib.split import make_split
+from malaria_lib.train import read_history, train
+
+EPOCHS = 3
+CHILD = textwrap.dedent("""
+    import os, signal, sys
+    import keras
+    from malaria_lib import train as training
+
+    point, split, out, epochs = sys.argv[1:5]
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if point == "epoch":  # in the second epoch, after its first batch
+        class Timer(training._EpochTimer):
+            def on_epoch_begin(self, epoch, logs=None):
+                super().on_epoch_begin(epoch, logs)
+                self.now = epoch
+
+            def on_train_batch_end(self, batch, logs=None):
+                if self.now == 1 and batch == 0:
+                    die()
+        training._EpochTimer = Timer
+    elif point == "save":  # the third checkpoint write (epoch 2) stops halfway
+        saves = []
+        save = keras.Model.save
+
+        def half_save(self, filepath, *args, **kwargs):
+            saves.append(filepath)
+            if len(saves) == 3:
+                with open(filepath, "wb") as handle:
+                    handle.write(b"PK\\x03\\x04 half of a zip")
+                die()
+            return save(self, filepath, *args, **kwargs)
+        keras.Model.save = half_save
+    elif point == "card":  # after the last epoch, before the card and result.json
+        training.write_model_card = lambda *args, **kwargs: die()
+    training.train("malarianet", split, out, "smoke", epochs=int(epochs), verbose=0)
+""")
+
+
+@pytest.fixture(scope="module")
+def split_dir(tmp_path_factory, synthetic_root):
+    out = tmp_path_factory.mktemp("kill") / "split"
+    make_split(synthetic_root, out, strategy="patient", ratios=(0.6, 0.2, 0.2), seed=5)
+    return out
+
+
+@pytest.mark.parametrize("point", ["epoch", "save", "card"])
+def test_a_killed_training_finishes_when_run_again(point, split_dir, tmp_path):
+    out = tmp_path / "run"
+    killed = subprocess.run([sys.executable, "-c", CHILD, point, str(split_dir), str(out), str(EPOCHS)],
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (out / "result.json").exists()
+    for name in ("best.keras", "last.keras"):  # what a kill leaves behind is whole, whatever moment it came
+        if (out / name).exists():
+            load_model(out / name)
+    done_before = len(read_history(out).get("epoch", []))
+    assert done_before == {"epoch": 1, "save": 2, "card": EPOCHS}[point]
+
+    result = train("malarianet", split_dir, out, "smoke", epochs=EPOCHS, verbose=0)
+    assert not result.reused and (out / "result.json").is_file() and card_path(out / "best.keras").is_file()
+    epochs = result.history["epoch"]
+    assert epochs == [float(e) for e in range(EPOCHS)], "every epoch once, in order"
+    assert json.loads((out / "result.json").read_text())["epochs_run"] == EPOCHS
+    assert not list(Path(out).glob(".*partial*")), "nothing half-written is left"
+    load_model(result.best_model)
+    assert train("malarianet", split_dir, out, "smoke", epochs=EPOCHS, verbose=0).reused
+
+
+SPLIT_CHILD = textwrap.dedent("""
+    import os, signal, sys
+    from malaria_lib.split import make_split
+
+    data, out = sys.argv[1:3]
+    links = []
+    symlink = os.symlink
+
+    def dying_symlink(*args, **kwargs):
+        links.append(args)
+        if len(links) == 30:  # a third of the way through the new tree
+            os.kill(os.getpid(), signal.SIGKILL)
+        return symlink(*args, **kwargs)
+
+    os.symlink = dying_symlink
+    make_split(data, out, strategy="patient", ratios=(0.6, 0.2, 0.2), seed=4, force=True)
+""")
+
+
+def test_a_split_replaced_with_force_stays_usable_when_killed_midway(synthetic_root, tmp_path):
+    from malaria_lib.pipeline import read_part
+    from malaria_lib.split import read_manifest, read_settings
+
+    out = tmp_path / "split"
+    make_split(synthetic_root, out, strategy="patient", ratios=(0.6, 0.2, 0.2), seed=3)
+    before = read_manifest(out)
+    killed = subprocess.run([sys.executable, "-c", SPLIT_CHILD, str(synthetic_root), str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert read_settings(out)["seed"] == 3 and read_manifest(out) == before, "the old split is whole"
+    assert all(Path(p).is_file() for p in read_part(out, "train").paths)
+    result = make_split(synthetic_root, out, strategy="patient", ratios=(0.6, 0.2, 0.2), seed=4, force=True)
+    assert read_settings(out)["seed"] == 4 and not result.reused
+    assert all(Path(p).is_file() for p in read_part(out, "val").paths)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["split"], "no staging or old copy is left behind"
