@@ -67,11 +67,13 @@ def download(
     retries: int = 3,
     timeout: float = 60.0,
     progress: bool = True,
+    backoff: float = 2.0,
 ) -> Path:
     """Download `url` to `dest`, resuming after dropped connections; verify `sha256` before renaming.
 
     The file appears at `dest` only when complete and verified; a wrong checksum removes the
-    partial file so that the next attempt starts clean.
+    partial file so that the next attempt starts clean. After a dropped connection it waits BACKOFF
+    seconds, then twice that, and so on (at most 30 s), giving a flaky network time to come back.
     """
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
@@ -99,7 +101,7 @@ def download(
         except (http.client.HTTPException, ConnectionError, TimeoutError, OSError) as exc:
             last_error = exc
         if attempt < retries:
-            time.sleep(min(2.0**attempt, 10.0) * 0.1)
+            time.sleep(min(backoff * 2.0**attempt, 30.0))
     if last_error is not None:
         got = part.stat().st_size if part.exists() else 0
         raise MalariaError(

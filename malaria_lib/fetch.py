@@ -4,6 +4,15 @@ Sources: the NIH address (default), any URL, a local zip, or a folder in the NIH
 layout. Every image is decoded once on the way in; non-images (`Thumbs.db`) are skipped and
 recorded; nothing is written outside the destination and the source is never changed. The work
 happens in a staging folder that replaces the result only when everything checked out.
+
+What is not trusted in a source we did not make, and what happens to it:
+- zip entries whose path leaves the destination (absolute, drive letters, `..`): the archive is refused;
+- zip members that declare or inflate to more than MAX_MEMBER_BYTES: reported as unusable, never read whole;
+- linked folders in a source folder: not entered (they can lead anywhere, or in a circle), listed as skipped;
+- files that are not images, are damaged, or whose header declares more pixels than a cell can have
+  (`images.decode_rgb`): reported as unusable; `--skip-bad` leaves them out, otherwise nothing is written;
+- a second fetch into the same folder while one runs: refused (file lock).
+In every case the source is only read, and the destination changes only when a fetch completes.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from .images import NotAnImage, decode_rgb
 from .patients import read_patient_csv
 
 MARKER = config.FETCH_MARKER
+MAX_MEMBER_BYTES = 20 * 2**20  # NIH's largest cell PNG is well under 1 MB; a member beyond this is not a cell
 
 
 @dataclass
@@ -82,18 +92,35 @@ def _zip_entries(path: Path) -> tuple[list[_Entry], Callable[[], None]]:
                 "refusing to extract it: use the original NIH archive."
             )
         if not info.is_dir():
-            entries.append(_Entry(name, lambda info=info: archive.read(info)))
+            entries.append(_Entry(name, lambda info=info: _read_member(archive, info)))
     return entries, archive.close
 
 
-def _dir_entries(root: Path) -> list[_Entry]:
-    entries = []
-    for folder, dirs, files in os.walk(root, followlinks=True):
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """A member's bytes, never more than MAX_MEMBER_BYTES: a member may declare (or inflate to) any size."""
+    if info.file_size > MAX_MEMBER_BYTES:
+        raise OSError(f"it declares {info.file_size:,} bytes, more than any cell image ({MAX_MEMBER_BYTES:,})")
+    with archive.open(info) as handle:
+        data = handle.read(MAX_MEMBER_BYTES + 1)
+    if len(data) > MAX_MEMBER_BYTES:
+        raise OSError(f"it inflates beyond {MAX_MEMBER_BYTES:,} bytes, more than any cell image")
+    return data
+
+
+def _dir_entries(root: Path) -> tuple[list[_Entry], list[dict[str, str]]]:
+    """The files under ROOT, and the linked folders that were not entered (a link can lead anywhere, or in a
+    circle). A linked file is read as the file it points to, and checked like any other."""
+    entries, skipped = [], []
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        for name in [d for d in dirs if (Path(folder) / d).is_symlink()]:
+            dirs.remove(name)
+            skipped.append({"path": (Path(folder) / name).relative_to(root).as_posix(),
+                            "reason": "a linked folder; links are not followed"})
         dirs.sort()
         for file in sorted(files):
             full = Path(folder) / file
             entries.append(_Entry(full.relative_to(root).as_posix(), full.read_bytes))
-    return entries
+    return entries, skipped
 
 
 # ---------------------------------------------------------------- layout
@@ -307,6 +334,7 @@ def _fetch(
         raise MalariaError(f"Cannot write to {data_dir} ({exc.strerror}); choose a writable --data-dir.") from None
 
     report = FetchReport(data_dir=str(data_dir), source=source, sha256=expected)
+    not_followed: list[dict[str, str]] = []
     def close() -> None:
         return None
     if kind == "url":
@@ -332,11 +360,11 @@ def _fetch(
         entries, close = _zip_entries(Path(source))
         _copy_local_csvs([Path(source).parent], data_dir, report)
     else:
-        entries = _dir_entries(Path(source))
+        entries, not_followed = _dir_entries(Path(source))
         _copy_local_csvs([Path(source), Path(source).parent], data_dir, report)
     try:
         per_class, skipped, report.nested_duplicates_ignored = _plan(entries, source)
-        report.skipped = skipped
+        report.skipped = skipped + not_followed
         _extract(per_class, data_dir, report, skip_bad, progress)
     finally:
         close()

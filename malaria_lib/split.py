@@ -318,6 +318,11 @@ def cell_paths(split_dir: str | Path, rows: list[dict[str, str]]) -> list[Path]:
     split_dir = Path(split_dir)
     settings = read_settings(split_dir) or {}
     base = Path(settings["data_dir"]) if settings.get("link") == "none" else split_dir
+    for row in rows:  # a manifest is a file anyone can edit: its paths must stay inside the split (or data folder)
+        path = PurePosixPath(row["path"])
+        if path.is_absolute() or ".." in path.parts or (len(row["path"]) > 1 and row["path"][1] == ":"):
+            raise MalariaError(f"{split_dir / MANIFEST} lists '{row['path']}', a path outside the split; "
+                               "make the split again (malaria split --force).")
     return [base / row["path"] for row in rows]
 
 

@@ -15,6 +15,18 @@ from malaria_lib.errors import MalariaError
 from malaria_lib.fetch import fetch
 
 
+@pytest.fixture(autouse=True)
+def waits(monkeypatch) -> list[float]:
+    """The pauses download() takes between attempts, recorded instead of slept."""
+    import types
+
+    from malaria_lib import download as module
+
+    seen: list[float] = []
+    monkeypatch.setattr(module, "time", types.SimpleNamespace(sleep=seen.append))
+    return seen
+
+
 class _Server:
     """Serves files from one folder; honours Range; can drop the connection halfway through."""
 
@@ -97,12 +109,13 @@ def test_dropped_connection_is_resumed_with_a_range_request(tmp_path, raw_zip):
     assert ranges[0] is None and ranges[1] is not None and ranges[1] != "bytes=0-"
 
 
-def test_connection_that_keeps_dropping_leaves_a_partial_file_to_resume(tmp_path, raw_zip, capsys):
+def test_connection_that_keeps_dropping_leaves_a_partial_file_to_resume(tmp_path, raw_zip, capsys, waits):
     with _Server(raw_zip.parent, drop_first=100, ranges=False) as server:
         code = main(["fetch", "--source", server.url + raw_zip.name, "--sha256", _sha(raw_zip),
                      "--data-dir", str(tmp_path / "d"), "--quiet"])
         err = capsys.readouterr().err
         assert code == 2 and "run the same command again to resume" in err
+        assert waits == [2.0, 4.0, 8.0], "a flaky network gets seconds, not a fraction of one, to come back"
         assert (tmp_path / "d/downloads" / (raw_zip.name + ".part")).exists()
         assert not (tmp_path / "d/downloads" / raw_zip.name).exists()
         server.drop_left, server.ranges = 0, True  # the network is back: the same command finishes

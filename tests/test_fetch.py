@@ -253,3 +253,27 @@ def test_a_second_fetch_into_the_same_folder_is_refused_while_the_first_runs(tmp
         assert not (data_dir / "cell_images").exists() and not (data_dir / ".cell_images.staging").exists()
     report = fetch(str(raw_zip), data_dir, progress=False)  # once it is done, the next one runs
     assert sum(report.classes.values()) > 0 and not report.reused
+
+
+def test_a_zip_member_inflating_beyond_any_cell_is_reported_not_read_whole(tmp_path, raw_tree, capsys):
+    from malaria_lib.fetch import MAX_MEMBER_BYTES
+
+    archive = zip_tree(raw_tree, tmp_path / "bomb.zip")
+    with zipfile.ZipFile(archive, "a", zipfile.ZIP_DEFLATED) as z:  # compresses to a few KiB
+        z.writestr("cell_images/Parasitized/C9P9ThinF_IMG_1_cell_huge.png", b"\0" * (MAX_MEMBER_BYTES + 1))
+    assert main(["fetch", "--source", str(archive), "--data-dir", str(tmp_path / "d"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cell_huge.png" in err and "more than any cell image" in err and err.count("\n") == 1
+    report = fetch(str(archive), tmp_path / "d", skip_bad=True, progress=False)
+    assert any(s["path"].endswith("cell_huge.png") and "bytes" in s["reason"] for s in report.skipped)
+
+
+def test_linked_folders_in_a_source_are_not_followed(tmp_path, raw_tree):
+    outside = tmp_path / "outside"
+    shutil.copytree(raw_tree / "cell_images" / "Uninfected", outside / "Uninfected")
+    (raw_tree / "cell_images" / "Parasitized" / "elsewhere").symlink_to(outside, target_is_directory=True)
+    before = tree_digest(raw_tree)
+    report = fetch(str(raw_tree), tmp_path / "d", progress=False)
+    assert any(s["path"].endswith("Parasitized/elsewhere") and "not followed" in s["reason"] for s in report.skipped)
+    assert report.classes["Parasitized"] == len(list((raw_tree / "cell_images" / "Parasitized").glob("*.png")))
+    assert tree_digest(raw_tree) == before

@@ -124,3 +124,41 @@ def test_a_split_replaced_with_force_stays_usable_when_killed_midway(synthetic_r
     assert read_settings(out)["seed"] == 4 and not result.reused
     assert all(Path(p).is_file() for p in read_part(out, "val").paths)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["split"], "no staging or old copy is left behind"
+
+
+FETCH_CHILD = textwrap.dedent("""
+    import os, signal, sys
+    from malaria_lib import fetch as fetching
+
+    source, data = sys.argv[1:3]
+    written = []
+    write = fetching._write_checked
+
+    def dying_write(*args, **kwargs):
+        written.append(1)
+        if len(written) == 25:  # a quarter of the way through the extraction
+            os.kill(os.getpid(), signal.SIGKILL)
+        return write(*args, **kwargs)
+
+    fetching._write_checked = dying_write
+    fetching.fetch(source, data, force=True, progress=False)
+""")
+
+
+def test_a_fetch_killed_during_extraction_leaves_the_previous_cells_usable(raw_tree, raw_zip, tmp_path):
+    from conftest import tree_digest
+
+    from malaria_lib.fetch import fetch
+    from malaria_lib.inventory import list_cells
+
+    data = tmp_path / "data"
+    first = fetch(str(raw_tree), data, progress=False)
+    before, source_before = tree_digest(data / "cell_images"), tree_digest(raw_zip)
+    killed = subprocess.run([sys.executable, "-c", FETCH_CHILD, str(raw_zip), str(data)],
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert tree_digest(data / "cell_images") == before, "the cells fetched before are untouched"
+    assert len(list_cells(data)[0]) == sum(first.classes.values())
+    report = fetch(str(raw_zip), data, force=True, progress=False)  # the same call again completes
+    assert report.source == str(raw_zip) and not (data / ".cell_images.staging").exists()
+    assert tree_digest(raw_zip) == source_before, "the source is only read"

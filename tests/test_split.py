@@ -151,3 +151,18 @@ def test_dev_zip_patient_split_has_no_patient_in_two_splits(tmp_path, dev_data):
         assert abs(sum(result.counts[part].values()) / 8708 - ratio) < 0.02
     with open(tmp_path / "s" / "manifest.csv", newline="") as handle:
         assert next(csv.reader(handle)) == ["path", "label", "patient", "split"]
+
+
+@pytest.mark.parametrize("bad", ["/etc/passwd", "../../outside.png", "train/../../x.png"])
+def test_a_manifest_path_that_leaves_the_split_is_refused(tmp_path, data_dir, bad):
+    from malaria_lib.pipeline import read_part
+
+    out = tmp_path / "s"
+    make_split(data_dir, out, seed=1)
+    manifest = out / "manifest.csv"
+    lines = manifest.read_text().splitlines()
+    first = lines[1].split(",")
+    first[0] = bad
+    manifest.write_text("\n".join([lines[0], ",".join(first), *lines[2:]]) + "\n")
+    with pytest.raises(MalariaError, match="a path outside the split"):
+        read_part(out, first[3])
