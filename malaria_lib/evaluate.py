@@ -18,7 +18,7 @@ from .config import POSITIVE
 from .errors import MalariaError
 from .inference import predict_proba
 from .metrics import METRICS, bootstrap_intervals, point_metrics
-from .pipeline import drop_unreadable, read_folder, read_part
+from .pipeline import drop_unreadable, read_folder, read_part, unreadable_note
 from .screening import rule_from_card, screen_scores
 
 
@@ -110,8 +110,7 @@ def evaluate_model(model_path: str | Path, split_dir: str | Path | None = None, 
     scores = predict_proba(model, cells, card, tta=tta)
     evaluation = evaluate_scores(cells.labels, scores, cells.patients, float(card.get("threshold", 0.5)), reps)
     if unreadable:
-        evaluation.notes.append(f"{len(unreadable)} file(s) could not be read and were left out: "
-                                + "; ".join(unreadable[:3]) + ("; ..." if len(unreadable) > 3 else ""))
+        evaluation.notes.append(unreadable_note(unreadable))
     if card.get("threshold_from") == "default":
         evaluation.notes.append(f"No model card {card_path(model_path).name} beside the model: threshold 0.5 used.")
     size = int(model.input_shape[1])

@@ -16,6 +16,8 @@ import tensorflow as tf
 
 from . import config
 from .errors import MalariaError
+from .images import NotAnImage, decode_rgb
+from .inventory import list_cells
 from .split import cell_paths, read_manifest
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -54,8 +56,6 @@ def read_part(split_dir: str | Path, part: str) -> SplitPart:
 
 def read_folder(data_dir: str | Path) -> SplitPart:
     """All cells of a folder in the NIH layout, as one part (for scoring new data)."""
-    from .inventory import list_cells
-
     cells, _ = list_cells(data_dir, require_all=False)
     return SplitPart([str(c.path) for c in cells],
                      np.array([config.CLASSES.index(c.label) for c in cells], dtype=np.int32),
@@ -69,8 +69,6 @@ def drop_unreadable(part: SplitPart) -> tuple[SplitPart, list[str]]:
     decoder would stop the whole batch on it with a raw error, so each file is opened with Pillow first (about
     half a millisecond per cell) and the bad ones are named and left out.
     """
-    from .images import NotAnImage, decode_rgb
-
     keep, bad = [], []
     for i, path in enumerate(part.paths):
         try:
@@ -82,6 +80,12 @@ def drop_unreadable(part: SplitPart) -> tuple[SplitPart, list[str]]:
     if not bad:
         return part, []
     return SplitPart([part.paths[i] for i in keep], part.labels[keep], [part.patients[i] for i in keep]), bad
+
+
+def unreadable_note(bad: list[str]) -> str:
+    """One note naming the files `drop_unreadable` left out (the first three)."""
+    return (f"{len(bad)} file(s) could not be read and were left out: " + "; ".join(bad[:3])
+            + ("; ..." if len(bad) > 3 else ""))
 
 
 def decode_image(path: tf.Tensor, size: int, method: str = "bilinear") -> tf.Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from .errors import MalariaError
+from .models import MODELS
 
 PROFILES = ("full", "cpu", "smoke")
 
@@ -66,8 +67,6 @@ def get_recipe(model: str, profile: str, **overrides) -> Recipe:
         raise MalariaError(f"Unknown profile '{profile}'; choose one of: {', '.join(PROFILES)}.")
     recipe = RECIPES.get((model, profile))
     if recipe is None:
-        from .models import MODELS
-
         raise MalariaError(f"Unknown model '{model}'; choose one of: {', '.join(sorted(MODELS))}.")
     unknown = set(overrides) - set(Recipe.__dataclass_fields__)
     if unknown:

@@ -19,7 +19,7 @@ from .calibration import calibrate_rule
 from .errors import MalariaError
 from .inference import predict_proba
 from .inventory import cell_dir_of, list_cells
-from .pipeline import SplitPart, drop_unreadable, read_part
+from .pipeline import SplitPart, drop_unreadable, read_part, unreadable_note
 from .predict import expand_paths
 from .screening import Screening, group_patients, read_patient_csvs, rule_from_card, screen_scores
 
@@ -76,8 +76,7 @@ def screen_model(model_path: str | Path, data_dir: str | Path | None = None, spl
         cells, labelled = cells_to_screen(data_dir, patient_csvs)
         cells, unreadable = drop_unreadable(cells)
         if unreadable:
-            notes.append(f"{len(unreadable)} file(s) could not be read and were left out: "
-                         + "; ".join(unreadable[:3]) + ("; ..." if len(unreadable) > 3 else ""))
+            notes.append(unreadable_note(unreadable))
         if not cells.paths:
             raise MalariaError(f"None of the images in {data_dir} could be read; give a folder of cell images.")
         if rule is None:

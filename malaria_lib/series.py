@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import MalariaError
+from .render import render_html
 from .runtime import versions
 
 PROFILES = ("full", "cpu", "smoke")
@@ -137,8 +138,6 @@ def run_series(profile: str, *, source: str | None = None, build: str | Path = "
     """Execute every chapter in order, stop at the first failure, then write the report and the HTML."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
-
-    from .render import render_html
 
     root = find_root(root)
     build = Path(build).resolve()

@@ -11,8 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import config
+from .fetch import fetch
 from .files import move_aside
 from .split import SplitResult, StaleSplit, make_split
+from .synth import make_synthetic_cells
 from .train import TrainResult, train
 
 # The series' three splits: tutorial A's, tutorial B's, and the honest one.
@@ -39,14 +41,10 @@ def ensure_data(source: str | None, data_dir: str | Path, *, seed: int = config.
     Returns one line saying where they came from, for the chapter to print.
     """
     if source == "synthetic":
-        from .synth import make_synthetic_cells
-
         if (Path(data_dir) / "cell_images").exists():
             return f"Synthetic cells in {data_dir} (already there)"
         make_synthetic_cells(data_dir, seed=seed, **SYNTHETIC)
         return f"Synthetic cells made in {data_dir}"
-    from .fetch import fetch
-
     fetched = fetch(source, data_dir, download_dir=download_dir, progress=progress)
     return f"Cells from {fetched.source} in {fetched.cell_dir}" + (" (already there)" if fetched.reused else "")
 
