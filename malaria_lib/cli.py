@@ -1,6 +1,7 @@
 """The `malaria` command: the same steps the notebooks take, from a shell.
 
-Every problem the user can fix ends in one sentence on stderr and exit status 2, never a traceback.
+Every problem the user can fix ends in one sentence on stderr and an exit status that names its kind
+(malaria_lib.errors.EXIT_STATUSES), never a traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import config
-from .errors import MalariaError
+from .errors import INTERRUPTED, PARTIAL, MalariaError
 
 
 def _quiet_tensorflow() -> None:
@@ -103,15 +104,16 @@ def cmd_train(args: argparse.Namespace) -> None:
           f"{result.best_epoch}; best model {result.best_model}")
 
 
-def cmd_evaluate(args: argparse.Namespace) -> None:
+def cmd_evaluate(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     from .evaluate import evaluate_model
 
     evaluation = evaluate_model(args.model, args.split, args.data, tta=args.tta, reps=args.bootstrap)
     print(json.dumps(evaluation.to_dict(), indent=1) if args.json else evaluation.summary())
+    return PARTIAL if evaluation.unreadable else 0
 
 
-def cmd_screen(args: argparse.Namespace) -> None:
+def cmd_screen(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     from .screen import screen_model
 
@@ -121,6 +123,7 @@ def cmd_screen(args: argparse.Namespace) -> None:
         _print_json(screening.to_dict())
     else:
         print(screening.table())
+    return PARTIAL if screening.unreadable else 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -138,7 +141,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"malaria predict: {r.path}: cannot be scored: {r.error}", file=sys.stderr)
         elif not args.json:
             print(f"{r.path}\t{r.label}\tP(Parasitized)={r.probability:.4f}")
-    return 0 if any(r.error is None for r in results) else 2
+    if all(r.error for r in results):
+        raise MalariaError(f"None of the {len(results)} file(s) could be scored; give PNG images of single cells.")
+    return PARTIAL if any(r.error for r in results) else 0
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -329,12 +334,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.model = DEFAULT_MODEL
     try:
         status = args.func(args)
-    except MalariaError as exc:
+    except MalariaError as exc:  # the one place an expected failure becomes its sentence and exit status
         print(f"malaria {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_status
     except KeyboardInterrupt:
         print(f"malaria {args.command}: interrupted; run it again to continue.", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     return status or 0
 
 

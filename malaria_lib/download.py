@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .errors import MalariaError
+from .errors import MalariaError, NetworkError
 
 CHUNK = 1 << 20
 
@@ -91,11 +91,11 @@ def download(
             if exc.code == 416 and part.exists():  # range beyond the end: what we have is all there is
                 last_error = None
                 break
-            raise MalariaError(f"The server refused {url} (HTTP {exc.code} {exc.reason}); check the address.") from None
+            raise NetworkError(f"The server refused {url} (HTTP {exc.code} {exc.reason}); check the address.") from None
         except urllib.error.URLError as exc:
             last_error = exc
             if not part.exists():
-                raise MalariaError(
+                raise NetworkError(
                     f"Cannot reach {url} ({exc.reason}); check your connection or pass --source with a local copy."
                 ) from None
         except (http.client.HTTPException, ConnectionError, TimeoutError, OSError) as exc:
@@ -104,7 +104,7 @@ def download(
             time.sleep(min(backoff * 2.0**attempt, 30.0))
     if last_error is not None:
         got = part.stat().st_size if part.exists() else 0
-        raise MalariaError(
+        raise NetworkError(
             f"The download of {url} broke off after {got:,} bytes ({type(last_error).__name__}); "
             "run the same command again to resume it."
         )

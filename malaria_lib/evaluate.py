@@ -15,7 +15,7 @@ import numpy as np
 from . import config
 from .artifacts import card_path, load_model, read_card
 from .config import POSITIVE
-from .errors import MalariaError
+from .errors import MalariaError, UsageError
 from .inference import predict_proba
 from .metrics import METRICS, bootstrap_intervals, point_metrics
 from .pipeline import drop_unreadable, read_folder, read_part, unreadable_note
@@ -35,11 +35,13 @@ class Evaluation:
     per_patient: list[dict]
     notes: list[str] = field(default_factory=list)
     patients: dict | None = None  # screening over patients (malaria_lib.screen), when the card holds a rule
+    unreadable: list[str] = field(default_factory=list)  # files of --data that could not be read, left out
 
     def to_dict(self) -> dict:
         flat: dict = {k: v for k, v in self.metrics.items()}
         flat.update(n_images=self.n_images, n_patients=self.n_patients, threshold=self.threshold,
-                    intervals=self.intervals, confusion=self.confusion, per_patient=self.per_patient, notes=self.notes)
+                    intervals=self.intervals, confusion=self.confusion, per_patient=self.per_patient, notes=self.notes,
+                    unreadable=self.unreadable)
         if self.patients is not None:
             flat["patients"] = self.patients
         return flat
@@ -99,7 +101,7 @@ def evaluate_model(model_path: str | Path, split_dir: str | Path | None = None, 
                    part: str = "test", tta: bool = False, reps: int = 1000) -> Evaluation:
     """Score a saved model on a split's test part or on any folder in the NIH layout."""
     if (split_dir is None) == (data_dir is None):
-        raise MalariaError("Give either --split (a split's test part) or --data (a folder in the NIH layout).")
+        raise UsageError("Give either --split (a split's test part) or --data (a folder in the NIH layout).")
     model = load_model(model_path)
     card = read_card(model_path, model)
     unreadable: list[str] = []
@@ -110,6 +112,7 @@ def evaluate_model(model_path: str | Path, split_dir: str | Path | None = None, 
     scores = predict_proba(model, cells, card, tta=tta)
     evaluation = evaluate_scores(cells.labels, scores, cells.patients, float(card.get("threshold", 0.5)), reps)
     if unreadable:
+        evaluation.unreadable = unreadable
         evaluation.notes.append(unreadable_note(unreadable))
     if card.get("threshold_from") == "default":
         evaluation.notes.append(f"No model card {card_path(model_path).name} beside the model: threshold 0.5 used.")

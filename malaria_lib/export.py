@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from .artifacts import card_path, load_model, read_card
 from .config import POSITIVE
-from .errors import MalariaError
+from .errors import MalariaError, UsageError
 from .models import CellStandardization, float32_copy
 from .pipeline import load_images, read_part
 
@@ -127,7 +127,7 @@ def export_tflite(model_path: str | Path, out_dir: str | Path, representative: n
     paths: dict[str, Path] = {}
     for kind in kinds:
         if kind not in KINDS:
-            raise MalariaError(f"Unknown export kind '{kind}'; choose from {', '.join(KINDS)}.")
+            raise UsageError(f"Unknown export kind '{kind}'; choose from {', '.join(KINDS)}.")
         with tempfile.TemporaryDirectory() as scratch, _quiet_conversion():
             blob = (_int8_blob(model, representative, Path(scratch)) if kind == "int8"
                     else _converter(model, kind, representative, Path(scratch)).convert())

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from . import config
 from .download import download, sha256_of
-from .errors import MalariaError
+from .errors import InTheWay, MalariaError
 from .images import NotAnImage, decode_rgb
 from .patients import read_patient_csv
 
@@ -264,7 +264,7 @@ def _one_fetch_at_a_time(data_dir: Path):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise MalariaError(f"Another `malaria fetch` is writing to {data_dir}; wait for it to finish, then run "
+            raise InTheWay(f"Another `malaria fetch` is writing to {data_dir}; wait for it to finish, then run "
                                "this again (it will reuse what the other one fetched).") from None
         try:
             yield
@@ -316,12 +316,12 @@ def _fetch(
         if marker.get("source") == source or (expected and marker.get("sha256") == expected):
             marker["reused"] = True
             return FetchReport(**{k: v for k, v in marker.items() if k in FetchReport.__dataclass_fields__})
-        raise MalariaError(
+        raise InTheWay(
             f"{cell_dir} already holds cells fetched from {marker.get('source')}; pass --force to replace them "
             "or choose another --data-dir."
         )
     if marker is None and cell_dir.exists() and any(cell_dir.iterdir()) and not force:
-        raise MalariaError(
+        raise InTheWay(
             f"{cell_dir} already exists and was not made by `malaria fetch`; pass --force to set it aside "
             "(it is renamed, not deleted) or choose another --data-dir."
         )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-from malaria_lib.errors import MalariaError
+from malaria_lib.errors import UsageError
 
 NUM_CLASSES = 2
 
@@ -155,11 +155,11 @@ def build_model(name: str, input_size: int | None = None, standardize: bool = Fa
     spec = MODELS.get(name)
     if spec is None:
         known = ", ".join(sorted(MODELS))
-        raise MalariaError(f"Unknown model {name!r}; choose one of: {known}.")
+        raise UsageError(f"Unknown model {name!r}; choose one of: {known}.")
     size = spec.input_size if input_size is None else input_size
     if standardize:
         if name != "malarianet":
-            raise MalariaError(f"Only malarianet can standardize its cells; {name} is kept as its tutorial built it.")
+            raise UsageError(f"Only malarianet can standardize its cells; {name} is kept as its tutorial built it.")
         return spec.builder(size, standardize=True)
     return spec.builder(size)
 

@@ -122,14 +122,21 @@ def make_dataset(
     resize: str = "bilinear",
     seed: int = config.SEED,
     cache: bool = True,
+    skip_orders: int = 0,
 ) -> tf.data.Dataset:
-    """Batches of (float image in [0, 1], one-hot label); shuffled and augmented only when training."""
+    """Batches of (float image in [0, 1], one-hot label); shuffled and augmented only when training.
+
+    Every iterator over a training dataset draws the next order of a sequence fixed by the seed; `skip_orders`
+    draws that many first, so a resumed run sees the cells in the order an uninterrupted run would have.
+    """
     dataset = tf.data.Dataset.from_tensor_slices((part.paths, part.labels))
     dataset = dataset.map(lambda p, y: (decode_image(p, image_size, resize), y), num_parallel_calls=AUTOTUNE)
     if cache:
         dataset = dataset.cache()
     if training:
         dataset = dataset.shuffle(len(part), seed=seed, reshuffle_each_iteration=True)
+        for _ in range(skip_orders):  # each new iterator draws the next order; nothing is read
+            iter(dataset)
     dataset = dataset.batch(batch_size)
     dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, tf.one_hot(y, len(config.CLASSES))),
                           num_parallel_calls=AUTOTUNE)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from .errors import MalariaError
+from .errors import UsageError
 from .models import MODELS
 
 PROFILES = ("full", "cpu", "smoke")
@@ -64,18 +64,18 @@ _OPTIONAL = {"augment", "early_stopping", "max_train_images"}  # the settings fo
 def get_recipe(model: str, profile: str, **overrides) -> Recipe:
     """The recipe for a model in a profile, with optional overrides (e.g. epochs=3)."""
     if profile not in PROFILES:
-        raise MalariaError(f"Unknown profile '{profile}'; choose one of: {', '.join(PROFILES)}.")
+        raise UsageError(f"Unknown profile '{profile}'; choose one of: {', '.join(PROFILES)}.")
     recipe = RECIPES.get((model, profile))
     if recipe is None:
-        raise MalariaError(f"Unknown model '{model}'; choose one of: {', '.join(sorted(MODELS))}.")
+        raise UsageError(f"Unknown model '{model}'; choose one of: {', '.join(sorted(MODELS))}.")
     unknown = set(overrides) - set(Recipe.__dataclass_fields__)
     if unknown:
-        raise MalariaError(f"Unknown recipe setting(s) {', '.join(sorted(unknown))}; see malaria_lib.recipes.Recipe.")
+        raise UsageError(f"Unknown recipe setting(s) {', '.join(sorted(unknown))}; see malaria_lib.recipes.Recipe.")
     # None is a value here (augment=None trains without augmentation); callers leave out what they do not set
     cannot_be_none = sorted(k for k, v in overrides.items() if v is None and k not in _OPTIONAL)
     if cannot_be_none:
-        raise MalariaError(f"Recipe setting(s) {', '.join(cannot_be_none)} need a value, not None.")
+        raise UsageError(f"Recipe setting(s) {', '.join(cannot_be_none)} need a value, not None.")
     recipe = replace(recipe, **overrides)
     if recipe.standardize and model != "malarianet":
-        raise MalariaError(f"Only malarianet can standardize its cells; {model} is kept as its tutorial built it.")
+        raise UsageError(f"Only malarianet can standardize its cells; {model} is kept as its tutorial built it.")
     return recipe

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from .errors import MalariaError
+from .errors import UsageError
 
 AUTO = "auto"
 PROFILES = ("full", "cpu", "smoke")
@@ -85,7 +85,7 @@ def resolve_profile(profile: str | None, gpus: int) -> str:
     if profile in (None, AUTO):
         return "full" if gpus else "cpu"
     if profile not in PROFILES:
-        raise MalariaError(f"Unknown profile {profile!r}; choose one of: {AUTO}, {', '.join(PROFILES)}.")
+        raise UsageError(f"Unknown profile {profile!r}; choose one of: {AUTO}, {', '.join(PROFILES)}.")
     return profile
 
 

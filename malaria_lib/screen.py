@@ -16,7 +16,7 @@ import numpy as np
 from . import config
 from .artifacts import card_path, load_model, read_card, write_card
 from .calibration import calibrate_rule
-from .errors import MalariaError
+from .errors import MalariaError, UsageError
 from .inference import predict_proba
 from .inventory import cell_dir_of, list_cells
 from .pipeline import SplitPart, drop_unreadable, read_part, unreadable_note
@@ -53,11 +53,12 @@ def screen_model(model_path: str | Path, data_dir: str | Path | None = None, spl
     given, stored in the card only with `store_rule`; scoring a bare folder needs a card with a rule.
     """
     if (split_dir is None) == (data_dir is None):
-        raise MalariaError("Give either --split (its test patients are screened) or --data (a folder of cells).")
+        raise UsageError("Give either --split (its test patients are screened) or --data (a folder of cells).")
     model = load_model(model_path)
     card = read_card(model_path, model)
     rule = rule_from_card(card)
     notes = []
+    unreadable: list[str] = []
     if split_dir is not None:
         cells, labelled = read_part(split_dir, "test"), True
         if patient_csvs:
@@ -89,5 +90,6 @@ def screen_model(model_path: str | Path, data_dir: str | Path | None = None, spl
         warnings.simplefilter("ignore")
         result = screen_scores(scores, cells.patients, rule, cells.labels if labelled else None, reps)
     result.notes[:0] = notes
+    result.unreadable = unreadable
     result.summary["cells"] = int(sum(counts.values()))
     return result

@@ -180,9 +180,11 @@ class Screening:
     patients: list[dict]
     summary: dict
     notes: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # files that could not be read, left out
 
     def to_dict(self) -> dict:
-        return {"rule": asdict(self.rule), "patients": self.patients, "summary": self.summary, "notes": self.notes}
+        return {"rule": asdict(self.rule), "patients": self.patients, "summary": self.summary, "notes": self.notes,
+                "unreadable": self.unreadable}
 
     def table(self) -> str:
         labelled = all("infected" in r for r in self.patients)

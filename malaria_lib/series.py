@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import MalariaError
+from .errors import MalariaError, UsageError
 from .render import render_html
 from .runtime import versions
 
@@ -71,7 +71,7 @@ def load_parameters(root: Path, profile: str, *, source: str | None = None, buil
     import yaml
 
     if profile not in PROFILES:
-        raise MalariaError(f"Unknown profile '{profile}'; choose one of: {', '.join(PROFILES)}.")
+        raise UsageError(f"Unknown profile '{profile}'; choose one of: {', '.join(PROFILES)}.")
     path = root / "configs" / f"{profile}.yaml"
     try:
         params = yaml.safe_load(path.read_text()) or {}

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from . import config
-from .errors import MalariaError
+from .errors import InTheWay, MalariaError, UsageError
 from .inventory import CellRecord, cell_dir_of, list_cells
 
 SPLITS = ("train", "val", "test")
@@ -31,7 +31,7 @@ MANIFEST = "manifest.csv"
 SETTINGS = "split.json"
 
 
-class StaleSplit(MalariaError):
+class StaleSplit(InTheWay):
     """The output folder holds a split made with other arguments."""
 
 
@@ -58,15 +58,15 @@ class SplitResult:
 
 def _check_arguments(strategy: str, ratios: tuple[float, ...], link: str) -> tuple[float, float, float]:
     if strategy not in STRATEGIES:
-        raise MalariaError(f"Unknown split strategy '{strategy}'; choose one of: {', '.join(STRATEGIES)}.")
+        raise UsageError(f"Unknown split strategy '{strategy}'; choose one of: {', '.join(STRATEGIES)}.")
     if link not in LINKS + ("auto",):
-        raise MalariaError(f"Unknown link mode '{link}'; choose one of: auto, {', '.join(LINKS)}.")
+        raise UsageError(f"Unknown link mode '{link}'; choose one of: auto, {', '.join(LINKS)}.")
     if len(ratios) not in (2, 3) or any(r < 0 for r in ratios):
-        raise MalariaError("Give two or three non-negative ratios (train, validation[, test]), e.g. 0.7 0.15 0.15.")
+        raise UsageError("Give two or three non-negative ratios (train, validation[, test]), e.g. 0.7 0.15 0.15.")
     if abs(sum(ratios) - 1.0) > 1e-6:
-        raise MalariaError(f"The ratios {' '.join(map(str, ratios))} add up to {sum(ratios):g}, not 1; adjust them.")
+        raise UsageError(f"The ratios {' '.join(map(str, ratios))} add up to {sum(ratios):g}, not 1; adjust them.")
     if ratios[0] <= 0:
-        raise MalariaError("The training ratio must be above 0.")
+        raise UsageError("The training ratio must be above 0.")
     full = tuple(float(r) for r in ratios) + (0.0,) * (3 - len(ratios))
     return full  # type: ignore[return-value]
 
@@ -209,7 +209,7 @@ def make_split(
                 f"{existing.get('ratios')}, seed {existing.get('seed')}); pass --force to replace it or choose another --out."
             )
     elif out.exists() and any(out.iterdir()) and not force:
-        raise MalariaError(f"{out} is not empty and holds no split; choose an empty or new --out folder.")
+        raise InTheWay(f"{out} is not empty and holds no split; choose an empty or new --out folder.")
 
     cells, _ = list_cells(cell_dir)
     if strategy == "patient":

@@ -17,22 +17,22 @@ from PIL import Image
 from tqdm import tqdm
 
 from malaria_lib.config import CLASSES
-from malaria_lib.errors import MalariaError
+from malaria_lib.errors import InTheWay, MalariaError, UsageError
 
 
 def _validate(n: int, n_patients: int, healthy_fraction: float) -> int:
     """Check the arguments and return the number of healthy patients."""
     if n_patients < 2:
-        raise MalariaError(f"n_patients={n_patients} is too small; use at least 2 so a patient-wise split is possible.")
+        raise UsageError(f"n_patients={n_patients} is too small; use at least 2 so a patient-wise split is possible.")
     if not 0 <= healthy_fraction < 1:
-        raise MalariaError(f"healthy_fraction={healthy_fraction} is outside [0, 1); pass a fraction such as 0.25.")
+        raise UsageError(f"healthy_fraction={healthy_fraction} is outside [0, 1); pass a fraction such as 0.25.")
     if n < max(2, n_patients):
-        raise MalariaError(f"n={n} is too small to give each of the {n_patients} patients a cell; "
+        raise UsageError(f"n={n} is too small to give each of the {n_patients} patients a cell; "
                            f"use n >= {max(2, n_patients)} or fewer patients.")
     # At least one infected patient must exist to hold the parasitized cells.
     n_healthy = min(int(round(n_patients * healthy_fraction)), n_patients - 1)
     if n - n // 2 < n_healthy:
-        raise MalariaError(f"{n_healthy} healthy patients need more than the {n - n // 2} uninfected cells; "
+        raise UsageError(f"{n_healthy} healthy patients need more than the {n - n // 2} uninfected cells; "
                            f"raise n or lower healthy_fraction.")
     return n_healthy
 
@@ -123,7 +123,7 @@ def make_synthetic_cells(out_dir: str | Path, n: int = 400, seed: int = 1337, n_
     n_healthy = _validate(n, n_patients, healthy_fraction)
     root = Path(out_dir) / "cell_images"
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise MalariaError(f"{root} already exists and is not empty; choose another folder or delete it.")
+        raise InTheWay(f"{root} already exists and is not empty; choose another folder or delete it.")
     try:
         for cls in CLASSES:
             (root / cls).mkdir(parents=True, exist_ok=True)

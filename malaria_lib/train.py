@@ -25,7 +25,7 @@ from . import config
 from .artifacts import load_model, write_card
 from .augment import build_augmentation
 from .calibration import decisions_from_validation
-from .errors import MalariaError
+from .errors import InTheWay, MalariaError
 from .files import move_aside, remove_partials, save_model_atomic, write_text_atomic
 from .inference import predict_proba
 from .models import build_model
@@ -33,7 +33,11 @@ from .pipeline import SplitPart, make_dataset, read_part
 from .recipes import Recipe, get_recipe
 from .runtime import versions
 
-RUN_FILES = ("settings.json", "history.csv", "history.json", "best.keras", "best.json", "last.keras", "result.json")
+# Keras' fit makes two iterators over the training data per epoch (one at the start, a spare at the end) and each
+# draws a new shuffle order: a run resumed at epoch K skips 2K orders. tests/test_kill.py fails if this changes.
+KERAS_ITERATORS_PER_EPOCH = 2
+RUN_FILES = ("settings.json", "history.csv", "history.json", "best.keras", "best.json", "last.keras", "random_state.json",
+             "result.json")
 
 
 @dataclass
@@ -244,9 +248,6 @@ def train(
     set_seed(seed)
     with strategy.scope():  # the augmentation's random state must live where the replicas can update it
         augment = build_augmentation(recipe.augment, seed)
-    train_data = make_dataset(train_part, recipe.input_size, recipe.batch_size, training=True,
-                              augment=None if on_device else augment, resize=recipe.resize, seed=seed)
-    val_data = make_dataset(val_part, recipe.input_size, recipe.batch_size, resize=recipe.resize)
     steps = math.ceil(len(train_part) / recipe.batch_size)
     with strategy.scope(), _dtype_policy(precision):
         model = compile_model(build_model(model_name, recipe.input_size, recipe.standardize), recipe, steps)
@@ -256,6 +257,12 @@ def train(
             # row too many, which is dropped and its epoch trained again
             initial_epoch = int(model.optimizer.iterations.numpy()) // steps
             _keep_history_rows(out_dir, initial_epoch)
+            if resume is None:
+                _restore_random_state(out_dir, initial_epoch, _random_generators(model, augment))
+    train_data = make_dataset(train_part, recipe.input_size, recipe.batch_size, training=True,
+                              augment=None if on_device else augment, resize=recipe.resize, seed=seed,
+                              skip_orders=KERAS_ITERATORS_PER_EPOCH * initial_epoch)
+    val_data = make_dataset(val_part, recipe.input_size, recipe.batch_size, resize=recipe.resize)
     if initial_epoch >= recipe.epochs:  # killed after the last epoch, before the card or result.json: finish
         return _finish(out_dir, settings, recipe, val_part, sum(read_history(out_dir).get("seconds", [])), moved_aside)
     if on_device and augment is not None:
@@ -265,10 +272,10 @@ def train(
     callbacks: list[keras.callbacks.Callback] = [  # in this order: the history row first, then the checkpoints
         _EpochTimer(),
         keras.callbacks.CSVLogger(out_dir / "history.csv", append=True),
-        _Checkpoints(out_dir, best_so_far),
+        _Checkpoints(out_dir, best_so_far, _random_generators(model, augment)),
     ]
     if recipe.early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=recipe.early_stopping, mode="max"))
+        callbacks.append(_EarlyStopping(history.get("val_accuracy", []), patience=recipe.early_stopping))
     started = time.perf_counter()
     model.fit(train_data, validation_data=val_data, epochs=recipe.epochs, initial_epoch=initial_epoch,
               callbacks=callbacks, verbose=verbose, shuffle=False)  # tf.data shuffles
@@ -299,16 +306,67 @@ class _Checkpoints(keras.callbacks.Callback):
     save leaves a truncated checkpoint that the next run cannot resume from.
     """
 
-    def __init__(self, out_dir: Path, best_so_far: float):
+    def __init__(self, out_dir: Path, best_so_far: float, generators: list):
         super().__init__()
-        self.out_dir, self.best = out_dir, best_so_far
+        self.out_dir, self.best, self.generators = out_dir, best_so_far, generators
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get("val_accuracy")
         if value is not None and value > self.best:
             self.best = float(value)
             save_model_atomic(self.model, self.out_dir / "best.keras")
+        _save_random_state(self.out_dir, epoch + 1, self.generators)  # before last.keras, which it belongs to
         save_model_atomic(self.model, self.out_dir / "last.keras")
+
+
+def _random_generators(model: keras.Model, augment: keras.Layer | None) -> list:
+    """The state variables of the Keras random generators a training run draws from: the augmentation's and the
+    model's own (dropout).
+
+    Why by name: Keras keeps a generator's state in a variable called `seed_generator_state` and offers no public
+    list of a model's generators. Neither is in last.keras: Keras saves the weights, not these states.
+    """
+    layers = [model] + ([augment] if augment is not None else [])
+    return [v for layer in layers for v in layer.variables if v.path.endswith("seed_generator_state")]
+
+
+def _save_random_state(out_dir: Path, epochs_done: int, generators: list) -> None:
+    """Record the random generators after EPOCHS_DONE epochs (random_state.json, one entry per epoch), so a
+    resumed run draws the same augmentations and dropout masks as an uninterrupted one."""
+    path = out_dir / "random_state.json"
+    try:
+        states = json.loads(path.read_text())
+    except (OSError, ValueError):
+        states = {}
+    states[str(epochs_done)] = [variable.numpy().tolist() for variable in generators]
+    write_text_atomic(path, json.dumps(states))
+
+
+def _restore_random_state(out_dir: Path, epochs_done: int, generators: list) -> None:
+    """Put the random generators where they were after EPOCHS_DONE epochs; runs made before random_state.json
+    existed continue with fresh generators (as they always did)."""
+    try:
+        state = json.loads((out_dir / "random_state.json").read_text())[str(epochs_done)]
+    except (OSError, ValueError, KeyError):
+        return
+    if len(state) == len(generators):
+        for variable, value in zip(generators, state, strict=True):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
+
+
+class _EarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' EarlyStopping on val_accuracy that remembers the epochs trained before a resume: without this its
+    patience would start again from zero after every interruption."""
+
+    def __init__(self, val_accuracy_so_far: list[float], patience: int):
+        super().__init__("val_accuracy", patience=patience, mode="max")
+        self.so_far = list(val_accuracy_so_far)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.so_far:
+            best_epoch = int(np.argmax(self.so_far))
+            self.best, self.wait = self.so_far[best_epoch], len(self.so_far) - 1 - best_epoch
 
 
 def _keep_history_rows(out_dir: Path, epochs: int) -> None:
@@ -351,12 +409,12 @@ def _prepare_folder(out_dir: Path, settings: dict, force: bool,
     except (OSError, ValueError):
         stored = None
     if stored is not None and stored != settings and not force:
-        raise MalariaError(
+        raise InTheWay(
             f"{out_dir} holds another run ({stored.get('model')}, profile {stored.get('profile')}, seed "
             f"{stored.get('seed')}); pass --force to replace it or choose another --out."
         )
     if stored is None and out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise MalariaError(f"{out_dir} is not empty and holds no training run; choose an empty or new --out folder.")
+        raise InTheWay(f"{out_dir} is not empty and holds no training run; choose an empty or new --out folder.")
     if force:
         for name in RUN_FILES:
             (out_dir / name).unlink(missing_ok=True)

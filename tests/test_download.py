@@ -97,7 +97,7 @@ def test_download_with_wrong_checksum_keeps_nothing(tmp_path, raw_zip, capsys):
         code = main(["fetch", "--source", server.url + raw_zip.name, "--sha256", "ab" * 32,
                      "--data-dir", str(tmp_path / "d"), "--quiet"])
     err = capsys.readouterr().err
-    assert code == 2 and "sha256" in err and "deleted" in err
+    assert code == 3 and "sha256" in err and "deleted" in err
     assert not list((tmp_path / "d").rglob("*.zip*")) and not (tmp_path / "d/cell_images").exists()
 
 
@@ -114,7 +114,7 @@ def test_connection_that_keeps_dropping_leaves_a_partial_file_to_resume(tmp_path
         code = main(["fetch", "--source", server.url + raw_zip.name, "--sha256", _sha(raw_zip),
                      "--data-dir", str(tmp_path / "d"), "--quiet"])
         err = capsys.readouterr().err
-        assert code == 2 and "run the same command again to resume" in err
+        assert code == 4 and "run the same command again to resume" in err
         assert waits == [2.0, 4.0, 8.0], "a flaky network gets seconds, not a fraction of one, to come back"
         assert (tmp_path / "d/downloads" / (raw_zip.name + ".part")).exists()
         assert not (tmp_path / "d/downloads" / raw_zip.name).exists()
@@ -142,3 +142,54 @@ def test_dev_zip_over_http_with_its_checksum_and_patient_csvs(tmp_path, dev_zip)
     assert len(report.skipped) == 2
     # The dev CSVs carry a _dev suffix, so the NIH names are not offered here and that is said.
     assert report.patient_csvs == [] and any("patient ids come from file names" in n for n in report.notes)
+
+
+DOWNLOAD_CHILD = """
+import os, signal, sys
+from malaria_lib import download as downloading
+from malaria_lib.fetch import fetch
+
+url, data, sha = sys.argv[1:4]
+downloading.CHUNK = 4096
+bar = downloading.tqdm
+
+class DyingBar(bar):  # a third of the way through the archive, the process is killed
+    def __init__(self, *args, total=None, **kwargs):
+        super().__init__(*args, total=total, **kwargs)
+        self.expected, self.got = total, 0
+
+    def update(self, n=1):
+        super().update(n)
+        self.got += n
+        if self.got * 3 >= self.expected:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+downloading.tqdm = DyingBar
+fetch(url, data, sha256=sha, force=True, progress=False)
+"""
+
+
+def test_a_fetch_killed_during_download_resumes_and_keeps_the_previous_cells(tmp_path, raw_zip, raw_tree):
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import tree_digest
+
+    data = tmp_path / "d"
+    fetch(str(raw_tree), data, progress=False)  # cells from an earlier fetch
+    before, source_before = tree_digest(data / "cell_images"), tree_digest(raw_zip)
+    with _Server(raw_zip.parent) as server:
+        url = server.url + raw_zip.name
+        killed = subprocess.run([sys.executable, "-c", DOWNLOAD_CHILD, url, str(data), _sha(raw_zip)],
+                                capture_output=True, text=True, timeout=300)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        part = data / "downloads" / (raw_zip.name + ".part")
+        assert 0 < part.stat().st_size < raw_zip.stat().st_size, "a partial download is kept to resume"
+        assert tree_digest(data / "cell_images") == before, "the cells fetched before are untouched"
+        report = fetch(url, data, sha256=_sha(raw_zip), force=True, progress=False)  # the same call again
+        ranges = [r for p, r in server.requests if p.endswith(".zip")]
+    assert ranges[-1] is not None and ranges[-1] != "bytes=0-", "the rerun asks only for the rest"
+    assert (data / "downloads" / raw_zip.name).read_bytes() == raw_zip.read_bytes()
+    assert not part.exists() and report.classes["Parasitized"] > 0
+    assert tree_digest(raw_zip) == source_before

@@ -10,7 +10,7 @@ import pytest
 
 from malaria_lib.artifacts import read_card
 from malaria_lib.cli import main
-from malaria_lib.errors import MalariaError
+from malaria_lib.errors import PARTIAL, MalariaError
 from malaria_lib.evaluate import evaluate_scores
 from malaria_lib.metrics import bootstrap_intervals, choose_threshold
 from malaria_lib.split import make_split
@@ -106,14 +106,14 @@ def test_evaluate_cli_json_on_split_and_on_folder(trained, synthetic_root, capsy
 
 def test_evaluate_bad_inputs(trained, tmp_path, capsys):
     root, model = trained
-    assert main(["evaluate", "--model", str(tmp_path / "none.keras"), "--split", str(root / "split")]) == 2
+    assert main(["evaluate", "--model", str(tmp_path / "none.keras"), "--split", str(root / "split")]) == 3
     assert "does not exist" in capsys.readouterr().err
     corrupt = tmp_path / "bad.keras"
     corrupt.write_bytes(b"not a zip at all")
-    assert main(["evaluate", "--model", str(corrupt), "--split", str(root / "split")]) == 2
+    assert main(["evaluate", "--model", str(corrupt), "--split", str(root / "split")]) == 3
     assert "cannot be read" in capsys.readouterr().err
     (tmp_path / "empty" / "cell_images" / "Parasitized").mkdir(parents=True)
-    assert main(["evaluate", "--model", str(model), "--data", str(tmp_path / "empty")]) == 2
+    assert main(["evaluate", "--model", str(model), "--data", str(tmp_path / "empty")]) == 3
     assert "holds no PNG" in capsys.readouterr().err
     one = tmp_path / "one" / "cell_images" / "Uninfected"
     one.mkdir(parents=True)
@@ -134,7 +134,7 @@ def test_predict_scores_good_files_and_reports_bad_ones(trained, tmp_path, capsy
     Image.open(good[1]).convert("L").resize((300, 200)).save(tmp_path / "gray_big.png")
     args = ["predict", *map(str, good), str(tmp_path / "broken.png"), str(tmp_path / "text.png"),
             str(tmp_path / "gray_big.png"), str(tmp_path / "missing.png"), "--model", str(model), "--json"]
-    assert main(args) == 0
+    assert main(args) == PARTIAL, "some files could not be scored: the exit status says so"
     captured = capsys.readouterr()
     rows = {r["path"].rsplit("/", 1)[-1]: r for r in json.loads(captured.out)}
     assert all(rows[p.name]["label"] in ("Parasitized", "Uninfected") for p in good)
@@ -142,7 +142,9 @@ def test_predict_scores_good_files_and_reports_bad_ones(trained, tmp_path, capsy
     assert rows["broken.png"]["error"] and rows["text.png"]["error"] == "not an image"
     assert rows["missing.png"]["error"] == "no such file"
     assert "broken.png: cannot be scored" in captured.err
-    assert main(["predict", str(tmp_path / "text.png"), "--model", str(model)]) == 2
+    assert main(["predict", str(tmp_path / "text.png"), "--model", str(model)]) == 3
+    assert "None of the 1 file(s) could be scored" in capsys.readouterr().err
+    assert main(["predict", str(good[0]), "--model", str(model)]) == 0
 
 
 def test_export_tflite_files_load_and_agree_with_keras(trained, tmp_path, capsys):
@@ -187,7 +189,7 @@ def test_predict_names_a_hostile_file_and_scores_the_others(trained, tmp_path, c
     good = sorted((root / "split" / "test" / "Parasitized").iterdir())[:2]
     bomb = tmp_path / "C1P1thinF_IMG_1_cell_bomb.png"
     bomb.write_bytes(huge_header(good[0].read_bytes()))
-    assert main(["predict", str(good[0]), str(bomb), str(good[1]), "--model", str(model)]) == 0
+    assert main(["predict", str(good[0]), str(bomb), str(good[1]), "--model", str(model)]) == PARTIAL
     captured = capsys.readouterr()
     assert "cell_bomb.png: cannot be scored" in captured.err and "pixels" in captured.err
     assert captured.out.count("P(Parasitized)=") == 2
@@ -201,9 +203,11 @@ def test_evaluate_and_screen_on_a_folder_name_a_broken_file_and_score_the_others
     victim = sorted((folder / "cell_images" / "Uninfected").iterdir())[0]
     victim.write_bytes(victim.read_bytes()[:60])  # the PNG header survives, the pixels do not
     total = sum(1 for _ in (folder / "cell_images").rglob("*.png"))
-    assert main(["evaluate", "--model", str(model), "--data", str(folder), "--json", "--bootstrap", "20"]) == 0
+    assert main(["evaluate", "--model", str(model), "--data", str(folder), "--json", "--bootstrap", "20"]) == PARTIAL
     result = json.loads(capsys.readouterr().out)
     assert result["n_images"] == total - 1 and any(victim.name in note for note in result["notes"])
-    assert main(["screen", "--model", str(model), "--data", str(folder), "--json", "--bootstrap", "20"]) == 0
+    assert len(result["unreadable"]) == 1 and victim.name in result["unreadable"][0]
+    assert main(["screen", "--model", str(model), "--data", str(folder), "--json", "--bootstrap", "20"]) == PARTIAL
     screened = json.loads(capsys.readouterr().out)
     assert screened["summary"]["cells"] == total - 1 and any(victim.name in note for note in screened["notes"])
+    assert len(screened["unreadable"]) == 1 and victim.name in screened["unreadable"][0]

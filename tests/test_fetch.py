@@ -134,7 +134,7 @@ def test_unusable_image_stops_fetch_and_leaves_source(tmp_path, raw_tree, kind, 
     before = tree_digest(raw_tree)
     code = main(["fetch", "--source", str(raw_tree), "--data-dir", str(tmp_path / "d"), "--quiet"])
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 3
     assert "C9P9ThinF_IMG_1_cell_bad.png" in err and "--skip-bad" in err
     assert err.count("\n") == 1
     assert tree_digest(raw_tree) == before
@@ -158,7 +158,7 @@ def test_zip_entry_outside_destination_is_refused(tmp_path, raw_tree, entry, cap
     before = tree_digest(archive)
     code = main(["fetch", "--source", str(archive), "--data-dir", str(tmp_path / "d" / "inner"), "--quiet"])
     err = capsys.readouterr().err
-    assert code == 2 and "outside the destination" in err
+    assert code == 3 and "outside the destination" in err
     assert not (tmp_path / "d" / "escaped.png").exists() and not (tmp_path / "escaped.png").exists()
     assert not Path("/tmp/abs_escaped.png").exists()
     assert not (tmp_path / "d" / "inner" / "cell_images").exists()
@@ -168,14 +168,14 @@ def test_zip_entry_outside_destination_is_refused(tmp_path, raw_tree, entry, cap
 def test_truncated_zip(tmp_path, raw_zip, capsys):
     cut = tmp_path / "cut.zip"
     cut.write_bytes(raw_zip.read_bytes()[: raw_zip.stat().st_size // 2])
-    assert main(["fetch", "--source", str(cut), "--data-dir", str(tmp_path / "d")]) == 2
+    assert main(["fetch", "--source", str(cut), "--data-dir", str(tmp_path / "d")]) == 3
     assert "truncated" in capsys.readouterr().err
 
 
 def test_wrong_checksum_of_local_zip(tmp_path, raw_zip, capsys):
     before = tree_digest(raw_zip)
     code = main(["fetch", "--source", str(raw_zip), "--sha256", "0" * 64, "--data-dir", str(tmp_path / "d"), "--quiet"])
-    assert code == 2 and "sha256" in capsys.readouterr().err
+    assert code == 3 and "sha256" in capsys.readouterr().err
     assert tree_digest(raw_zip) == before and not (tmp_path / "d" / "cell_images").exists()
 
 
@@ -209,14 +209,14 @@ def test_unknown_extra_folder(tmp_path, raw_tree):
 
 
 def test_source_that_does_not_exist(tmp_path, capsys):
-    assert main(["fetch", "--source", str(tmp_path / "nope.zip"), "--data-dir", str(tmp_path / "d")]) == 2
+    assert main(["fetch", "--source", str(tmp_path / "nope.zip"), "--data-dir", str(tmp_path / "d")]) == 3
     assert "does not exist" in capsys.readouterr().err
 
 
 def test_destination_that_cannot_be_written(tmp_path, raw_zip, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    assert main(["fetch", "--source", str(raw_zip), "--data-dir", str(blocker / "data")]) == 2
+    assert main(["fetch", "--source", str(raw_zip), "--data-dir", str(blocker / "data")]) == 3
     assert "writable --data-dir" in capsys.readouterr().err
 
 
@@ -261,7 +261,7 @@ def test_a_zip_member_inflating_beyond_any_cell_is_reported_not_read_whole(tmp_p
     archive = zip_tree(raw_tree, tmp_path / "bomb.zip")
     with zipfile.ZipFile(archive, "a", zipfile.ZIP_DEFLATED) as z:  # compresses to a few KiB
         z.writestr("cell_images/Parasitized/C9P9ThinF_IMG_1_cell_huge.png", b"\0" * (MAX_MEMBER_BYTES + 1))
-    assert main(["fetch", "--source", str(archive), "--data-dir", str(tmp_path / "d"), "--quiet"]) == 2
+    assert main(["fetch", "--source", str(archive), "--data-dir", str(tmp_path / "d"), "--quiet"]) == 3
     err = capsys.readouterr().err
     assert "cell_huge.png" in err and "more than any cell image" in err and err.count("\n") == 1
     report = fetch(str(archive), tmp_path / "d", skip_bad=True, progress=False)

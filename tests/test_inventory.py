@@ -47,10 +47,10 @@ def test_inventory_json(tmp_path, raw_zip, raw_tree, capsys):
 def test_inventory_text_and_missing_folder(tmp_path, synthetic_root, capsys):
     assert main(["inventory", "--data-dir", str(synthetic_root)]) == 0
     assert "Parasitized" in capsys.readouterr().out
-    assert main(["inventory", "--data-dir", str(tmp_path / "nowhere")]) == 2
+    assert main(["inventory", "--data-dir", str(tmp_path / "nowhere")]) == 3
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert main(["inventory", "--data-dir", str(tmp_path / "empty")]) == 2
+    assert main(["inventory", "--data-dir", str(tmp_path / "empty")]) == 3
     assert "run `malaria fetch` first" in capsys.readouterr().err
 
 

@@ -1,8 +1,9 @@
 """Training that survives a kill: a real training process is killed (SIGKILL, no clean-up) and run again.
 
-The child process kills itself at a chosen point: inside an epoch, in the middle of writing a
-checkpoint (it writes half a file, then dies), and after the last epoch before the model card. The
-checkpoints it leaves must load, and the same call again must finish the run from where it stopped.
+The child process kills itself at a chosen point: inside an epoch, between two epochs, in the middle of
+writing a checkpoint (it writes half a file, then dies), and after the last epoch before the model card.
+The checkpoints it leaves must load, and the same call again must finish the run from where it stopped
+with the same weights and card as a run that was never interrupted (same seed, CPU).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from malaria_lib.artifacts import card_path, load_model
+from malaria_lib.artifacts import card_path, load_model, read_card
 from malaria_lib.split import make_split
 from malaria_lib.train import read_history, train
 
@@ -31,7 +33,14 @@ CHILD = textwrap.dedent("""
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
 
-    if point == "epoch":  # in the second epoch, after its first batch
+    if point == "between":  # after the second epoch's checkpoint, before the third epoch
+        class Timer(training._EpochTimer):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 2:
+                    die()
+                super().on_epoch_begin(epoch, logs)
+        training._EpochTimer = Timer
+    elif point == "epoch":  # in the second epoch, after its first batch
         class Timer(training._EpochTimer):
             def on_epoch_begin(self, epoch, logs=None):
                 super().on_epoch_begin(epoch, logs)
@@ -66,8 +75,18 @@ def split_dir(tmp_path_factory, synthetic_root):
     return out
 
 
-@pytest.mark.parametrize("point", ["epoch", "save", "card"])
-def test_a_killed_training_finishes_when_run_again(point, split_dir, tmp_path):
+@pytest.fixture(scope="module")
+def uninterrupted(split_dir, tmp_path_factory):
+    """The run the killed ones must end up equal to."""
+    return train("malarianet", split_dir, tmp_path_factory.mktemp("kill") / "whole", "smoke", epochs=EPOCHS, verbose=0)
+
+
+def _weights(path: Path) -> list[np.ndarray]:
+    return load_model(path).get_weights()
+
+
+@pytest.mark.parametrize("point", ["epoch", "between", "save", "card"])
+def test_a_killed_training_finishes_when_run_again(point, split_dir, tmp_path, uninterrupted):
     out = tmp_path / "run"
     killed = subprocess.run([sys.executable, "-c", CHILD, point, str(split_dir), str(out), str(EPOCHS)],
                             capture_output=True, text=True, timeout=600)
@@ -77,7 +96,7 @@ def test_a_killed_training_finishes_when_run_again(point, split_dir, tmp_path):
         if (out / name).exists():
             load_model(out / name)
     done_before = len(read_history(out).get("epoch", []))
-    assert done_before == {"epoch": 1, "save": 2, "card": EPOCHS}[point]
+    assert done_before == {"epoch": 1, "between": 2, "save": 2, "card": EPOCHS}[point]
 
     result = train("malarianet", split_dir, out, "smoke", epochs=EPOCHS, verbose=0)
     assert not result.reused and (out / "result.json").is_file() and card_path(out / "best.keras").is_file()
@@ -85,7 +104,11 @@ def test_a_killed_training_finishes_when_run_again(point, split_dir, tmp_path):
     assert epochs == [float(e) for e in range(EPOCHS)], "every epoch once, in order"
     assert json.loads((out / "result.json").read_text())["epochs_run"] == EPOCHS
     assert not list(Path(out).glob(".*partial*")), "nothing half-written is left"
-    load_model(result.best_model)
+    assert result.history["loss"] == uninterrupted.history["loss"], "the same shuffles, augmentations and dropout"
+    for name in ("last.keras", "best.keras"):
+        for resumed, whole in zip(_weights(out / name), _weights(uninterrupted.out_dir / name), strict=True):
+            np.testing.assert_array_equal(resumed, whole, err_msg=name)
+    assert read_card(out / "best.keras") == read_card(uninterrupted.best_model)
     assert train("malarianet", split_dir, out, "smoke", epochs=EPOCHS, verbose=0).reused
 
 
@@ -162,3 +185,23 @@ def test_a_fetch_killed_during_extraction_leaves_the_previous_cells_usable(raw_t
     report = fetch(str(raw_zip), data, force=True, progress=False)  # the same call again completes
     assert report.source == str(raw_zip) and not (data / ".cell_images.staging").exists()
     assert tree_digest(raw_zip) == source_before, "the source is only read"
+
+
+def test_early_stopping_keeps_counting_across_a_resume():
+    import keras
+
+    from malaria_lib.train import _EarlyStopping
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    # best at the second epoch, then two epochs without a gain: with patience 3 the next flat epoch stops
+    resumed = _EarlyStopping([0.5, 0.7, 0.6, 0.6], patience=3)
+    resumed.set_model(model)
+    resumed.on_train_begin()
+    resumed.on_epoch_end(4, {"val_accuracy": 0.65})
+    assert model.stop_training, "patience counts the epochs trained before the interruption"
+    fresh = _EarlyStopping([], patience=3)
+    model.stop_training = False
+    fresh.set_model(model)
+    fresh.on_train_begin()
+    fresh.on_epoch_end(0, {"val_accuracy": 0.65})
+    assert not model.stop_training

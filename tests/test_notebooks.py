@@ -180,7 +180,7 @@ def _fake_series(root: Path, chapters: dict[str, list[str]]) -> Path:
 def test_run_stops_at_the_failing_notebook_and_cell(tmp_path, monkeypatch, capsys):
     root = _fake_series(tmp_path, {"01_works": ["x = 1"], "02_breaks": ["y = 2", "raise ValueError('bad cells')"]})
     monkeypatch.chdir(root)
-    assert main(["run", "--profile", "smoke", "--build", "out"]) == 2
+    assert main(["run", "--profile", "smoke", "--build", "out"]) == 3
     captured = capsys.readouterr()
     assert "[1/2] 01_works.ipynb" in captured.out and "02_breaks.ipynb  FAILED" in captured.out
     error = captured.err.strip()

@@ -169,15 +169,15 @@ def test_screen_bad_inputs(trained, tmp_path, capsys):
     flat.mkdir()
     for i, path in enumerate(cells):
         shutil.copy(path, flat / f"cell_{i}.png")  # names without a patient key
-    assert main(["screen", "--model", str(model), "--data", str(flat)]) == 2
+    assert main(["screen", "--model", str(model), "--data", str(flat)]) == 3
     assert "have no patient key" in capsys.readouterr().err
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text("C1,not a list\n")
-    assert main(["screen", "--model", str(model), "--data", str(flat), "--patients", str(bad_csv)]) == 2
+    assert main(["screen", "--model", str(model), "--data", str(flat), "--patients", str(bad_csv)]) == 3
     assert "not in NIH's format" in capsys.readouterr().err
     partial = tmp_path / "partial.csv"
     partial.write_text("C9P1thinF,['cell_0.png', 'cell_1.png'],,,\n")
-    assert main(["screen", "--model", str(model), "--data", str(flat), "--patients", str(partial)]) == 2
+    assert main(["screen", "--model", str(model), "--data", str(flat), "--patients", str(partial)]) == 3
     assert "do not cover 2 of the 4 cells" in capsys.readouterr().err
     full = tmp_path / "full.csv"
     full.write_text("C9P1thinF,['cell_0.png', 'cell_1.png', 'cell_2.png', 'cell_3.png'],,,\n")
@@ -185,7 +185,7 @@ def test_screen_bad_inputs(trained, tmp_path, capsys):
     out = capsys.readouterr()
     result = json.loads(out.out)
     assert [r["patient"] for r in result["patients"]] == ["C9"] and any("Only one patient" in n for n in result["notes"])
-    assert main(["screen", "--model", str(model), "--data", str(tmp_path / "missing")]) == 2
+    assert main(["screen", "--model", str(model), "--data", str(tmp_path / "missing")]) == 3
     assert "does not exist" in capsys.readouterr().err
 
 
@@ -241,7 +241,7 @@ def test_a_card_that_cannot_be_read_is_an_error_naming_it(trained, tmp_path, cap
         copy = _copy_model(model, tmp_path / f"m{i}.keras", broken)
         for command in (["evaluate", "--split", str(root / "split")], ["screen", "--split", str(root / "split")],
                         ["predict", image]):
-            assert main([command[0], "--model", str(copy), *command[1:]]) == 2
+            assert main([command[0], "--model", str(copy), *command[1:]]) == 3
             assert f"The model card {copy.with_suffix('.json')} cannot be read" in capsys.readouterr().err
     bare = _copy_model(model, tmp_path / "bare.keras", None)  # no card at all: defaults, and a word
     assert main(["predict", image, "--model", str(bare)]) == 0

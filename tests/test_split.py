@@ -90,7 +90,7 @@ def test_rerun_reuses_and_different_arguments_need_force(tmp_path, data_dir, cap
     assert main(["split", "--data-dir", str(data_dir), "--out", str(out), "--seed", "5"]) == 0
     assert "(reused)" in capsys.readouterr().out
     assert (out / "manifest.csv").read_text() == manifest
-    assert main(["split", "--data-dir", str(data_dir), "--out", str(out), "--seed", "6"]) == 2
+    assert main(["split", "--data-dir", str(data_dir), "--out", str(out), "--seed", "6"]) == 5
     assert "--force" in capsys.readouterr().err
     assert (out / "manifest.csv").read_text() == manifest
     assert main(["split", "--data-dir", str(data_dir), "--out", str(out), "--seed", "6", "--force"]) == 0

@@ -89,7 +89,7 @@ def test_refusals(tmp_path, split_dir, capsys):
     assert "Unknown model 'resnet'" in capsys.readouterr().err
     assert run("--profile", "gpu") == 2
     assert "Unknown profile 'gpu'" in capsys.readouterr().err
-    assert main(["train", "--split", str(tmp_path), "--out", str(tmp_path / "o2"), "--profile", "smoke"]) == 2
+    assert main(["train", "--split", str(tmp_path), "--out", str(tmp_path / "o2"), "--profile", "smoke"]) == 3
     assert "no manifest.csv" in capsys.readouterr().err
     assert run("--model", "tutorial_b", "--standardize") == 2
     assert "Only malarianet can standardize" in capsys.readouterr().err
@@ -97,12 +97,12 @@ def test_refusals(tmp_path, split_dir, capsys):
     assert run("--model", "tutorial_b") == 0
     capsys.readouterr()
     run_files = {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir()}
-    assert run("--model", "tutorial_a") == 2  # another run is there
+    assert run("--model", "tutorial_a") == 5  # another run is there
     assert "--force" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir()} == run_files, "the refusal changed nothing"
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"PK\x03\x04 this is not a model")
-    assert run("--model", "tutorial_b", "--resume", str(corrupt)) == 2
+    assert run("--model", "tutorial_b", "--resume", str(corrupt)) == 3
     assert "cannot be read" in capsys.readouterr().err
 
 
