@@ -29,13 +29,14 @@ def cmd_fetch(args: argparse.Namespace) -> None:
     from .fetch import fetch
 
     report = fetch(args.source, args.data_dir, sha256=args.sha256, force=args.force, skip_bad=args.skip_bad,
-                   progress=not args.quiet)
+                   subset=args.subset, progress=not args.quiet)
     where = report.cell_dir
     if report.reused:
         print(f"The cells from {report.source} are already in {where}; nothing to do (--force fetches again).")
     else:
         counts = ", ".join(f"{n:,} {label}" for label, n in report.classes.items())
-        print(f"Fetched {counts} images into {where}.")
+        print(f"Fetched {counts} images into {where}" + (f" (the {report.subset} subset, checked against its "
+                                                           "manifest)." if report.subset else "."))
         print(f"Skipped {len(report.skipped)} files that are not usable images"
               + (f" ({', '.join(sorted({s['reason'] for s in report.skipped}))})." if report.skipped else "."))
         if report.converted:
@@ -183,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sha256", help="expected sha256 of the source archive (the NIH one is built in)")
     p.add_argument("--force", action="store_true", help="replace cells fetched before from another source")
     p.add_argument("--skip-bad", action="store_true", help="leave out images that do not decode instead of stopping")
+    p.add_argument("--subset", help="keep only a named subset's patients, checked against its manifest: 'dev' is "
+                                    "the 60-patient subset of the reference figures (or give a subset JSON file)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = add("inventory", cmd_inventory, "Count images, patients and image sizes of a data folder.")

@@ -77,14 +77,28 @@ def plot_confusion(confusion: dict[str, int], classes: Sequence[str] = config.CL
     Row percentages are the per-class recall (sensitivity, specificity), which counts alone hide
     when the classes differ in size. Colours follow the row percentage.
     """
+    fig = Figure(figsize=(4.6, 4))
+    _draw_confusion(fig.subplots(), confusion, classes, title)
+    return _finish(fig, save)
+
+
+def plot_confusions(confusions: dict[str, dict[str, int]], classes: Sequence[str] = config.CLASSES,
+                    save: str | Path | None = None) -> Figure:
+    """One confusion matrix per model, side by side on the same scale, titled by the model's name."""
+    fig = Figure(figsize=(4.4 * len(confusions), 4))
+    axes = np.atleast_1d(fig.subplots(1, len(confusions)))
+    for ax, (name, confusion) in zip(axes, confusions.items(), strict=True):
+        _draw_confusion(ax, confusion, classes, name)
+    return _finish(fig, save)
+
+
+def _draw_confusion(ax, confusion: dict[str, int], classes: Sequence[str], title: str) -> None:
     missing = [k for k in ("tp", "fn", "fp", "tn") if k not in confusion]
     if missing:
         raise MalariaError(f"The confusion dict lacks {', '.join(missing)}; pass Evaluation.confusion.")
     counts = np.array([[confusion["tp"], confusion["fn"]], [confusion["fp"], confusion["tn"]]], dtype=float)
     rows = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
-    fig = Figure(figsize=(4.6, 4))
-    ax = fig.subplots()
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(2):
         for j in range(2):
@@ -95,7 +109,6 @@ def plot_confusion(confusion: dict[str, int], classes: Sequence[str] = config.CL
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    return _finish(fig, save)
 
 
 def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str = "ROC curves",

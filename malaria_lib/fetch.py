@@ -36,6 +36,7 @@ from .download import download, sha256_of
 from .errors import InTheWay, MalariaError
 from .images import NotAnImage, decode_rgb
 from .patients import read_patient_csv
+from .subsets import in_subset, manifest_sha256, read_subset
 
 MARKER = config.FETCH_MARKER
 MAX_MEMBER_BYTES = 20 * 2**20  # NIH's largest cell PNG is well under 1 MB; a member beyond this is not a cell
@@ -54,6 +55,7 @@ class FetchReport:
     nested_duplicates_ignored: int = 0
     patient_csvs: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    subset: str | None = None  # the named subset of the source that was kept (subsets.py), if any
     reused: bool = False
 
     @property
@@ -299,12 +301,17 @@ def _fetch(
     skip_bad: bool = False,
     progress: bool = True,
     download_dir: str | Path | None = None,
+    subset: str | None = None,
 ) -> FetchReport:
     """Fetch, verify and extract the cell images; a second call with the same source reuses them.
 
     A downloaded archive is kept in DOWNLOAD_DIR (default DATA_DIR/downloads): on Colab a folder on Google
-    Drive, so that a new session extracts it again instead of downloading it again.
+    Drive, so that a new session extracts it again instead of downloading it again. `subset` (a name from
+    `subsets.py`, e.g. "dev", or a subset file) keeps only that subset's patients and checks the result
+    against the subset's manifest checksum before anything replaces the destination.
     """
+    wanted = read_subset(subset) if subset is not None else None
+    subset_name = None if wanted is None else str(wanted.get("name", subset))
     kind, source, expected = _resolve_source(source, sha256)
     data_dir = Path(data_dir if data_dir is not None else config.default_data_dir())
     cell_dir = data_dir / "cell_images"
@@ -313,7 +320,8 @@ def _fetch(
 
     marker = _read_marker(cell_dir)
     if marker is not None and not force:
-        if marker.get("source") == source or (expected and marker.get("sha256") == expected):
+        same_source = marker.get("source") == source or (expected and marker.get("sha256") == expected)
+        if same_source and marker.get("subset") == subset_name:
             marker["reused"] = True
             return FetchReport(**{k: v for k, v in marker.items() if k in FetchReport.__dataclass_fields__})
         raise InTheWay(
@@ -333,7 +341,7 @@ def _fetch(
     except OSError as exc:
         raise MalariaError(f"Cannot write to {data_dir} ({exc.strerror}); choose a writable --data-dir.") from None
 
-    report = FetchReport(data_dir=str(data_dir), source=source, sha256=expected)
+    report = FetchReport(data_dir=str(data_dir), source=source, sha256=expected, subset=subset_name)
     not_followed: list[dict[str, str]] = []
     def close() -> None:
         return None
@@ -365,14 +373,30 @@ def _fetch(
     try:
         per_class, skipped, report.nested_duplicates_ignored = _plan(entries, source)
         report.skipped = skipped + not_followed
-        _extract(per_class, data_dir, report, skip_bad, progress)
+        verify = None
+        if wanted is not None:
+            per_class = {label: [e for e in items if in_subset(e.name, wanted)] for label, items in per_class.items()}
+            verify = _subset_check(wanted, subset_name, source)
+        _extract(per_class, data_dir, report, skip_bad, progress, verify)
     finally:
         close()
     return report
 
 
+def _subset_check(wanted: dict, name: str, source: str) -> Callable[[Path], None]:
+    """A check of the extracted cells against the subset's manifest checksum, run before they replace anything."""
+    def verify(staging: Path) -> None:
+        if manifest_sha256(staging) != wanted["manifest_sha256"]:
+            raise MalariaError(
+                f"The cells of the {name} subset taken from {source} differ from its manifest (checksum "
+                f"{wanted['manifest_sha256'][:12]}…): the source is not the NIH archive as published, or a file in "
+                "it has changed; nothing was written."
+            )
+    return verify
+
+
 def _extract(per_class: dict[str, list[_Entry]], data_dir: Path, report: FetchReport, skip_bad: bool,
-             progress: bool) -> None:
+             progress: bool, verify: Callable[[Path], None] | None = None) -> None:
     staging = data_dir / ".cell_images.staging"
     shutil.rmtree(staging, ignore_errors=True)
     bad: list[dict[str, str]] = []
@@ -400,6 +424,8 @@ def _extract(per_class: dict[str, list[_Entry]], data_dir: Path, report: FetchRe
         for label, count in report.classes.items():
             if count == 0:
                 raise MalariaError(f"No usable {label} image is left; check the source.")
+        if verify is not None:
+            verify(staging)
         (staging / MARKER).write_text(json.dumps(asdict(report), indent=1))
         cell_dir = data_dir / "cell_images"
         if cell_dir.exists():

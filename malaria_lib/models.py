@@ -204,3 +204,40 @@ def describe_models() -> list[dict]:
             "description": spec.description,
         })
     return rows
+
+
+# The settings that decide what a layer computes; names and dtypes do not, so they are left out.
+_SETTINGS = ("filters", "kernel_size", "strides", "padding", "activation", "use_bias", "units", "rate", "pool_size",
+             "background", "epsilon", "momentum")
+
+
+def architecture(model: keras.Model) -> list[dict]:
+    """Each layer of a network as its kind, its computing settings, output shape and parameter count.
+
+    Why: the chapters write their networks out in full, as a reader would; comparing this description with the
+    library's network shows the two are the same network, layer by layer, whatever the layers are called.
+    """
+    rows = []
+    for layer in model.layers:
+        if isinstance(layer, layers.InputLayer):
+            continue
+        config = layer.get_config()
+        settings = {key: tuple(value) if isinstance(value, list) else value
+                    for key, value in config.items() if key in _SETTINGS}
+        rows.append({"layer": type(layer).__name__, **settings, "output": tuple(layer.output.shape[1:]),
+                     "params": layer.count_params()})
+    return rows
+
+
+def architecture_differences(model: keras.Model, reference: keras.Model) -> list[str]:
+    """Where `model` differs from `reference` (empty when they are the same network); one line per difference."""
+    mine, theirs = architecture(model), architecture(reference)
+    if len(mine) != len(theirs):
+        return [f"{len(mine)} layers instead of {len(theirs)}"]
+    differences = []
+    for index, (row, expected) in enumerate(zip(mine, theirs, strict=True), start=1):
+        for key in sorted(set(row) | set(expected)):
+            if row.get(key) != expected.get(key):
+                differences.append(f"layer {index} ({expected['layer']}): {key} {row.get(key)} instead of "
+                                   f"{expected.get(key)}")
+    return differences

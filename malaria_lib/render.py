@@ -26,6 +26,31 @@ def chapter_title(nb) -> str:
     return nb.metadata.get("title", "untitled")
 
 
+# What TensorFlow's C++ core prints to stderr as it starts (absl, oneDNN, CUDA probing): noise for a reader, and
+# printed before Python can silence it, so it is taken out of the rendered pages (the executed notebooks keep it).
+_STARTUP_NOISE = re.compile(
+    r"^(?:[IWEF]\d{4} [\d:. ]+\d+ \S+:\d+\]|WARNING: All log messages before absl::InitializeLog"
+    r"|To enable the following instructions:|\S*cuda\S* .*(?:unable|Could not|failed)|oneDNN custom operations"
+    r"|This TensorFlow binary is optimized)")
+
+
+def drop_startup_noise(nb) -> None:
+    """Remove TensorFlow's start-up lines from the stderr outputs of a notebook (in place); keep every other line."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                lines = [line for line in output.get("text", "").splitlines(keepends=True)
+                         if not _STARTUP_NOISE.match(line)]
+                if not "".join(lines).strip():
+                    continue
+                output["text"] = "".join(lines)
+            kept.append(output)
+        cell["outputs"] = kept
+
+
 def _nav(pages: list[tuple[str, str]], i: int) -> str:
     links = ['<a href="index.html">All chapters</a>']
     if i > 0:
@@ -52,11 +77,13 @@ def render_html(build: str | Path) -> Path:
     stems = {p.stem for p in sources}
     exporter = HTMLExporter(template_name="lab")
     for i, (nb, (page, title)) in enumerate(zip(notebooks, pages, strict=True)):
+        drop_startup_noise(nb)
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
         # links between chapters ("02_splitting.ipynb#Section") go to the rendered pages
         body = re.sub(r'href="(?:\./)?(\d\d_[\w-]+)\.ipynb(#[^"]*)?"',
                       lambda m: f'href="{m.group(1)}.html{m.group(2) or ""}"' if m.group(1) in stems else m.group(0),
                       body)
+        body = re.sub(r'href="\.\./README\.md(?:#[^"]*)?"', 'href="index.html"', body)  # "All chapters": the index here
         opening = re.search(r"<body[^>]*>", body)
         if opening:
             body = body[:opening.end()] + _nav(pages, i) + body[opening.end():]
@@ -74,6 +101,7 @@ def _timings(build: Path) -> dict:
 
 
 def _index(pages: list[tuple[str, str]], timings: dict) -> str:
+    """The contents page. A list without numbers: the chapter titles carry their own ("3. Tutorial A ...")."""
     items = []
     for page, title in pages:
         seconds = timings.get(page.removesuffix(".html"))
@@ -84,11 +112,12 @@ def _index(pages: list[tuple[str, str]], timings: dict) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{TITLE}</title>
 <style>body{{font-family:sans-serif;max-width:46em;margin:2em auto;padding:0 1em;line-height:1.5}}
-.t{{color:#777}}</style></head>
+.t{{color:#777}} ul.contents{{list-style:none;padding-left:0}}</style></head>
 <body><h1>{TITLE}</h1>
 <p>A reproducible tutorial: detect malaria-infected red blood cells in microscope images with a
 convolutional network, evaluated on patients the model has never seen.</p>{note}
-<ol>
+<h2>Contents</h2>
+<ul class="contents">
 {chr(10).join(items)}
-</ol></body></html>
+</ul></body></html>
 """

@@ -76,6 +76,15 @@ def test_confusion_empty_row_and_missing_key():
         evalplots.plot_confusion({"tp": 1, "fn": 1, "fp": 1})
 
 
+def test_confusions_side_by_side_one_per_model(tmp_path):
+    fig = evalplots.plot_confusions({"ours": {"tp": 9, "fn": 1, "fp": 2, "tn": 8},
+                                     "tutorial_a": {"tp": 5, "fn": 5, "fp": 0, "tn": 10}}, save=tmp_path / "c.png")
+    left, right = fig.axes
+    assert [left.get_title(), right.get_title()] == ["ours", "tutorial_a"]
+    assert [t.get_text() for t in right.texts] == ["5\n50.0%", "5\n50.0%", "0\n0.0%", "10\n100.0%"]
+    assert left.get_position().x1 <= right.get_position().x0 and (tmp_path / "c.png").is_file()
+
+
 def test_roc_one_line_per_model_with_auc_and_chance():
     rng = np.random.default_rng(0)
     y = np.array([1] * 50 + [0] * 50)

@@ -136,3 +136,13 @@ def test_screenshot_of_the_index():
         low, high = image.convert("L").getextrema()
         assert high - low > 100, "the screenshot is blank"
 
+
+
+def test_pages_carry_no_tensorflow_start_up_noise_and_one_numbering():
+    for page in pages():
+        text = page.read_text(encoding="utf-8")
+        for noise in ("absl::InitializeLog", "oneDNN custom operations", "cuInit", "cuda_platform"):
+            assert noise not in text, f"{page.name} shows TensorFlow's start-up line '{noise}'"
+    index = (HTML / "index.html").read_text(encoding="utf-8")
+    assert "<ol>" not in index, "chapter titles carry their numbers: a numbered list would number them twice"
+

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "malaria_lib"
 # One line each in the README's "How the library is built"; a new module gets a layer here.
 LAYERS: dict[str, list[str]] = {
     "core": ["config", "errors", "files", "images", "runtime", "reference"],
-    "data": ["download", "patients", "fetch", "inventory", "split", "synth"],
+    "data": ["download", "patients", "subsets", "fetch", "inventory", "split", "synth"],
     "model": ["models", "augment", "recipes", "pipeline", "artifacts"],
     "stats": ["metrics", "screening"],
     "ops": ["inference", "calibration", "train", "predict"],

@@ -195,3 +195,26 @@ def test_standardized_malarianet_saves_loads_and_exports(tmp_path):
 def test_only_our_network_standardizes():
     with pytest.raises(MalariaError, match="Only malarianet"):
         models.build_model("tutorial_b", standardize=True)
+
+
+def test_architecture_differences_finds_what_a_literal_port_changed():
+    import keras
+
+    from malaria_lib.models import architecture, architecture_differences
+
+    def tutorial_a_written_out(strides: int) -> keras.Model:
+        conv = {"padding": "same", "activation": "relu", "strides": strides}
+        return keras.Sequential([
+            keras.Input((128, 128, 3)), layers.Conv2D(32, 3, **conv), layers.Conv2D(32, 3, **conv),
+            layers.MaxPooling2D(2), layers.Conv2D(64, 3, **conv), layers.MaxPooling2D(2), layers.Flatten(),
+            layers.Dense(128, activation="relu"), layers.Dense(2, activation="softmax")])
+
+    build_model = models.build_model
+    library = build_model("tutorial_a")
+    assert architecture_differences(tutorial_a_written_out(1), library) == []
+    literal = architecture_differences(tutorial_a_written_out(3), library)
+    assert "layer 1 (Conv2D): strides (3, 3) instead of (1, 1)" in literal
+    assert any(line.startswith("layer 7 (Dense): params") for line in literal)
+    assert architecture_differences(build_model("tutorial_b"), library) == ["12 layers instead of 8"]
+    rows = architecture(build_model("malarianet", standardize=True))
+    assert rows[0]["layer"] == "CellStandardization" and sum(r["params"] for r in rows) == 147_250

@@ -209,3 +209,31 @@ def test_run_refuses_an_unknown_profile(tmp_path):
     root = _fake_series(tmp_path, {"01_works": ["x = 1"]})
     with pytest.raises(MalariaError, match="Unknown profile"):
         run_series("gpu", root=root)
+
+
+def test_start_up_noise_is_dropped_and_real_warnings_kept():
+    from malaria_lib.render import drop_startup_noise
+
+    noise = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+             "I0000 00:00:1795983628.344388    1474 port.cc:153] oneDNN custom operations are on.\n"
+             "E0000 00:00:1795982529.290144   27337 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR (303)\n")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import tensorflow")])
+    nb.cells[0].outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text=noise),
+        nbformat.v4.new_output("stream", name="stderr", text=noise + "UserWarning: 3 files could not be read\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="I0000 printed by the chapter itself\n"),
+    ]
+    drop_startup_noise(nb)
+    assert [(o.name, o.text) for o in nb.cells[0].outputs] == [
+        ("stderr", "UserWarning: 3 files could not be read\n"), ("stdout", "I0000 printed by the chapter itself\n")]
+
+
+def test_every_chapter_links_to_its_neighbours_and_ends_with_exercises():
+    chapters = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    for i, path in enumerate(chapters):
+        cells = nbformat.read(path, as_version=4).cells
+        last = cells[-1].source
+        neighbours = [chapters[j].name for j in (i - 1, i + 1) if 0 <= j < len(chapters)]
+        assert all(f"]({name})" in last for name in neighbours), f"{path.name} must link to {neighbours}"
+        assert "](../README.md#the-notebooks)" in last
+        assert any(c.source.startswith("## What we learned") and "## Exercises" in c.source for c in cells), path.name
