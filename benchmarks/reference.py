@@ -52,6 +52,7 @@ def condense(results: Path = RESULTS) -> dict:
         variants.append({"name": label, "file": f"benchmarks/results/{name}", "folds": len(entry["per_fold"]),
                          "summary": summary})
     ours = (accuracy.get("models") or {}).get("malarianet") or {}
+    rules = load("screening_rules.json")
     return {
         "about": "Figures quoted by chapters 5 and 9, condensed from benchmarks/results/ by benchmarks/reference.py; "
                  "5-fold cross-validation by patient on the 60-patient dev subset, cpu profile.",
@@ -59,8 +60,23 @@ def condense(results: Path = RESULTS) -> dict:
         "data": accuracy.get("data"),
         "ablation": (load("ablation.json") or {}).get("runs", []),
         "cross_validation": variants,
-        "patients_out_of_fold": ours.get("patients"),
+        # the default rule's out-of-fold screening when the rules were compared, else the cross-validation's own
+        "patients_out_of_fold": (_screening(rules["rules"][rules["default"]]) if rules else ours.get("patients")),
+        "screening_rules": None if rules is None else {
+            "default": rules["default"], "choosers": rules["choosers"], "machine": rules["machine"],
+            "data": rules["data"], "hindsight_ceiling": rules["hindsight_ceiling"],
+            "rules": {name: {k: entry[k] for k in ("found", "cleared", "missed", "false_alarms")}
+                      | {"summary": {k: entry["summary"][k] for k in ("sensitivity", "specificity", "intervals")}}
+                      for name, entry in rules["rules"].items()},
+            "default_false_alarm_sweep": {alpha: {k: entry[k] for k in ("found", "cleared", "missed", "false_alarms")}
+                                          for alpha, entry in rules["default_false_alarm_sweep"].items()}},
     }
+
+
+def _screening(entry: dict) -> dict:
+    """A rule's pooled out-of-fold screening in the shape chapter 9 reads: summary, notes, a row per patient."""
+    return {"summary": entry["summary"], "notes": entry["notes"], "rows": entry["rows"],
+            "rule_per_fold": [fold["description"] for fold in entry["per_fold"]]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,7 +87,7 @@ def cmd_models(args: argparse.Namespace) -> None:
         return
     for row in rows:
         mark = " (default)" if row["name"] == DEFAULT_MODEL else ""
-        print(f"{row['name']:<11} {row['input_size']:>3}x{row['input_size']:<3} {row['params']:>10,} params  "
+        print(f"{row['name']:<18} {row['input_size']:>3}x{row['input_size']:<3} {row['params']:>10,} params  "
               f"{row['description']}{mark}")
 
 
@@ -97,9 +97,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "max_train_images": args.max_train_images,
                  "standardize": args.standardize}
+    overrides = {name: value for name, value in overrides.items() if value is not None}  # unset: the recipe's
+    if args.weights is not None:  # "none" means random weights (recorded as None in the recipe)
+        overrides["weights"] = None if args.weights == "none" else args.weights
     result = train(args.model, args.split, args.out, args.profile, seed=args.seed, force=args.force,
-                   resume=args.resume, verbose=2 if args.quiet else "auto",
-                   **{name: value for name, value in overrides.items() if value is not None})  # unset: the recipe's
+                   resume=args.resume, verbose=2 if args.quiet else "auto", **overrides)
     state = "already trained; reused" if result.reused else f"trained in {result.seconds:.0f} s"
     print(f"{args.model} ({args.profile}): {state}; best val_accuracy {result.best_val_accuracy:.4f} at epoch "
           f"{result.best_epoch}; best model {result.best_model}")
@@ -209,8 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patients", type=int, default=20, help="number of synthetic patients (default 20)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = add("train", cmd_train, "Train a model on a split with its recipe (tutorial A's, tutorial B's or ours).")
-    p.add_argument("--model", default=None, help="tutorial_a, tutorial_b or malarianet (default: malarianet)")
+    p = add("train", cmd_train, "Train a model on a split with its recipe (tutorial A's, tutorial B's, ours, or a "
+                                "pretrained backbone's).")
+    p.add_argument("--model", default=None, help="tutorial_a, tutorial_b, malarianet (the default), or a pretrained "
+                                                 "backbone: mobilenet_v3_small, resnet50 (full profile only)")
+    p.add_argument("--weights", help="pretrained backbones: imagenet (the recipe's default; downloaded once into "
+                                     "~/.keras/models, hash-checked), PATH (a local weights file), or none (from "
+                                     "scratch)")
     p.add_argument("--profile", default="cpu", help="full (tutorials' settings, GPU), cpu (default) or smoke")
     p.add_argument("--split", required=True, help="a split folder made by `malaria split`")
     p.add_argument("--out", required=True, help="folder for the run (best.keras, history, settings)")

@@ -19,6 +19,7 @@ from sklearn import metrics as skm
 from . import config
 from .errors import MalariaError
 from .plots import COLOURS, _finish  # colours and one way to attach a canvas and save, shared with the data figures
+from .rules import Rule
 
 MISLABELED_SHARE = "about 5%"  # literature estimate of the data set's label noise
 
@@ -200,12 +201,13 @@ def plot_patient_accuracy(per_patient: list[dict], title: str = "Accuracy per pa
     return _finish(fig, save)
 
 
-def plot_patient_fractions(rows: list[dict], cutoff: float | None = None, title: str = "Patients screened",
+def plot_patient_fractions(rows: list[dict], cutoff: float | Rule | None = None, title: str = "Patients screened",
                            save: str | Path | None = None) -> Figure:
     """Each patient's fraction of cells called parasitized (95% interval) against its labelled fraction.
 
     Points on the diagonal are patients whose fraction the model gets right; colour says whether the
-    patient is infected, an open marker that the verdict was wrong; the dashed line is the rule's cutoff.
+    patient is infected, an open marker that the verdict was wrong; the dashed line is the rule's cutoff
+    (for a binomial rule, which weighs the cell count, the fraction that makes a patient of median size infected).
     """
     if not rows or any("labelled_fraction" not in r for r in rows):
         raise MalariaError("Plotting fractions needs labelled patients; pass Screening.patients of labelled cells.")
@@ -225,8 +227,13 @@ def plot_patient_fractions(rows: list[dict], cutoff: float | None = None, title:
             ax.scatter(x[~right], y[~right], facecolors="white", edgecolors=colour, s=40, linewidths=1.5,
                        label=f"{name}, wrong verdict ({int((~right).sum())})", zorder=4)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="predicted = labelled")
-    if cutoff is not None:
-        ax.axhline(cutoff, color="black", linestyle="--", linewidth=1, label=f"rule's cutoff {cutoff:.3f}")
+    if isinstance(cutoff, Rule) and cutoff.statistic != "fraction":
+        cells = int(np.median([r["cells"] for r in rows]))
+        needed = cutoff.fraction_needed(cells)
+        ax.axhline(needed, color="black", linestyle="--", linewidth=1, label=f"infected from {needed:.3f} up, at {cells} cells")
+    elif cutoff is not None:
+        value = cutoff.cutoff if isinstance(cutoff, Rule) else cutoff
+        ax.axhline(value, color="black", linestyle="--", linewidth=1, label=f"rule's cutoff {value:.3f}")
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("labelled fraction of parasitized cells")

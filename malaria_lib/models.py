@@ -1,4 +1,5 @@
-"""The three networks the tutorials compare, and a registry to build them by name.
+"""The networks the tutorials compare (the two tutorials' and ours), ImageNet-pretrained backbones (`pretrained`),
+and a registry to build them by name.
 
 All models take float pixels in [0, 1] (the input pipeline rescales by 1/255 first) and
 return a 2-class softmax: index 0 = Parasitized, 1 = Uninfected (alphabetical, as
@@ -15,6 +16,7 @@ import keras
 from keras import layers
 
 from malaria_lib.errors import UsageError
+from malaria_lib.pretrained import BACKBONES, pretrained_model
 
 NUM_CLASSES = 2
 
@@ -123,6 +125,13 @@ class ModelSpec:
     input_size: int
     description: str
     faithful_to: str | None = None
+    pretrained: bool = False  # a keras.applications backbone: takes weights, trains in two stages
+
+
+def _backbone(name: str) -> Callable[..., keras.Model]:
+    def build(input_size: int, weights: str | None = None) -> keras.Model:
+        return pretrained_model(name, input_size, weights)
+    return build
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -141,22 +150,42 @@ MODELS: dict[str, ModelSpec] = {
         "Our compact Conv-BatchNorm-ReLU CNN with global average pooling, for CPU training.",
         faithful_to=None,
     ),
+    "mobilenet_v3_small": ModelSpec(
+        "mobilenet_v3_small", _backbone("mobilenet_v3_small"), 96,
+        "MobileNetV3-Small from keras.applications (ImageNet weights) with a new head; the light backbone.",
+        pretrained=True,
+    ),
+    "resnet50": ModelSpec(
+        "resnet50", _backbone("resnet50"), 128,
+        "ResNet-50 from keras.applications (ImageNet weights) with a new head: NIH's backbone; for a GPU.",
+        pretrained=True,
+    ),
 }
+assert set(BACKBONES) <= set(MODELS)
 
 DEFAULT_MODEL = "malarianet"
 
 
-def build_model(name: str, input_size: int | None = None, standardize: bool = False) -> keras.Model:
+def build_model(name: str, input_size: int | None = None, standardize: bool = False,
+                weights: str | None = None) -> keras.Model:
     """Build a registered model by name, at its default input size unless one is given.
 
     `standardize` puts a CellStandardization layer first; only our network takes it (the tutorials
-    stay as they were published).
+    stay as they were published). `weights` ("imagenet", a file, or None/"none": random) only for the
+    pretrained backbones.
     """
     spec = MODELS.get(name)
     if spec is None:
         known = ", ".join(sorted(MODELS))
         raise UsageError(f"Unknown model {name!r}; choose one of: {known}.")
     size = spec.input_size if input_size is None else input_size
+    if spec.pretrained:
+        if standardize:
+            raise UsageError(f"{name} is fed as its ImageNet weights expect; it does not standardize its cells.")
+        return spec.builder(size, weights)
+    if weights not in (None, "none"):
+        raise UsageError(f"Only the pretrained backbones ({', '.join(BACKBONES)}) take weights; {name} starts from "
+                         "random weights.")
     if standardize:
         if name != "malarianet":
             raise UsageError(f"Only malarianet can standardize its cells; {name} is kept as its tutorial built it.")
@@ -193,10 +222,10 @@ def float32_copy(model: keras.Model) -> keras.Model:
     return copy
 
 
-def describe_models() -> list[dict]:
-    """One row per registered model (name, input size, parameter count, description)."""
+def describe_models(names: list[str] | None = None) -> list[dict]:
+    """One row per registered model, or per model in NAMES (name, input size, parameter count, description)."""
     rows = []
-    for spec in MODELS.values():
+    for spec in (MODELS[name] for name in (names or MODELS)):
         rows.append({
             "name": spec.name,
             "input_size": spec.input_size,

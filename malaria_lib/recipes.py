@@ -32,10 +32,23 @@ class Recipe:
     standardize: bool = False  # each cell's channels to mean 0, sd 1 inside the model (models.CellStandardization)
     early_stopping: int | None = None  # patience in epochs on val_accuracy
     max_train_images: int | None = None  # cap for quick profiles; a seeded sample, stratified by class
+    # pretrained backbones only (chapter 10): where the weights come from, and the two stages of Keras' guide
+    weights: str | None = None  # "imagenet", a weights file, or None: random weights, every layer trained from scratch
+    frozen_epochs: int = 0  # with weights: the first epochs train only the new head, the backbone frozen
+    fine_tune_from: str | None = None  # then the backbone's layers from this one up train too (batch norm frozen)
+    fine_tune_learning_rate: float | None = None  # the learning rate of that second stage
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings as recorded in a run's settings.json; the backbone settings only when they are set, so runs
+        made before they existed stay valid (reused, not retrained)."""
+        settings = asdict(self)
+        for name in _BACKBONE_SETTINGS:
+            if settings[name] == Recipe.__dataclass_fields__[name].default:
+                del settings[name]
+        return settings
 
+
+_BACKBONE_SETTINGS = ("weights", "frozen_epochs", "fine_tune_from", "fine_tune_learning_rate")
 
 # Tutorial A: flow_from_directory (nearest-neighbour resizing), Adam(1e-4), batch 16, 30 epochs.
 _A = Recipe("tutorial_a", 128, 16, 30, "adam", 1e-4, augment="tutorial_a", resize="nearest")
@@ -44,6 +57,13 @@ _B = Recipe("tutorial_b", 125, 32, 10, "rmsprop", 1e-3, resize="nearest")
 # Ours: see the model chapter for what each choice bought.
 _OURS = Recipe("malarianet", 96, 32, 30, "adamw", 3e-3, schedule="cosine", weight_decay=1e-4,
                label_smoothing=0.05, augment="ours", resize="area", standardize=True, early_stopping=None)
+
+# MobileNetV3-Small, the light backbone: Adam at 1e-3 for the new head, then the last two blocks at 1e-4.
+_MOBILE = Recipe("mobilenet_v3_small", 128, 64, 12, "adam", 1e-3, schedule="cosine", augment="ours", resize="area",
+                 weights="imagenet", frozen_epochs=3, fine_tune_from="expanded_conv_9", fine_tune_learning_rate=1e-4)
+# ResNet-50, NIH's backbone (Rajaraman et al. 2018): the same two stages, the conv5 blocks fine-tuned.
+_RESNET = Recipe("resnet50", 128, 32, 12, "adam", 1e-3, schedule="cosine", augment="ours", resize="area",
+                 weights="imagenet", frozen_epochs=3, fine_tune_from="conv5_block1", fine_tune_learning_rate=1e-4)
 
 RECIPES: dict[tuple[str, str], Recipe] = {
     ("tutorial_a", "full"): _A,
@@ -55,10 +75,16 @@ RECIPES: dict[tuple[str, str], Recipe] = {
     ("tutorial_a", "smoke"): replace(_A, epochs=2),
     ("tutorial_b", "smoke"): replace(_B, epochs=2),
     ("malarianet", "smoke"): replace(_OURS, epochs=3, learning_rate=1e-3),
+    ("mobilenet_v3_small", "full"): _MOBILE,
+    ("mobilenet_v3_small", "cpu"): replace(_MOBILE, input_size=96, batch_size=32, epochs=6, frozen_epochs=2),
+    ("mobilenet_v3_small", "smoke"): replace(_MOBILE, input_size=96, batch_size=32, epochs=2, frozen_epochs=1,
+                                             weights=None),
+    ("resnet50", "full"): _RESNET,
 }
+FULL_ONLY = {"resnet50": "ResNet-50 trains only in the full profile (a GPU); on a CPU use mobilenet_v3_small"}
 
 
-_OPTIONAL = {"augment", "early_stopping", "max_train_images"}  # the settings for which None means "none"
+_OPTIONAL = {"augment", "early_stopping", "max_train_images", "weights", "fine_tune_from", "fine_tune_learning_rate"}  # the settings for which None means "none"
 
 
 def get_recipe(model: str, profile: str, **overrides) -> Recipe:
@@ -66,6 +92,8 @@ def get_recipe(model: str, profile: str, **overrides) -> Recipe:
     if profile not in PROFILES:
         raise UsageError(f"Unknown profile '{profile}'; choose one of: {', '.join(PROFILES)}.")
     recipe = RECIPES.get((model, profile))
+    if recipe is None and model in FULL_ONLY:
+        raise UsageError(f"{FULL_ONLY[model]} (profile {profile} has no recipe for it).")
     if recipe is None:
         raise UsageError(f"Unknown model '{model}'; choose one of: {', '.join(sorted(MODELS))}.")
     unknown = set(overrides) - set(Recipe.__dataclass_fields__)
@@ -78,4 +106,6 @@ def get_recipe(model: str, profile: str, **overrides) -> Recipe:
     recipe = replace(recipe, **overrides)
     if recipe.standardize and model != "malarianet":
         raise UsageError(f"Only malarianet can standardize its cells; {model} is kept as its tutorial built it.")
+    if recipe.weights is not None and not MODELS[model].pretrained:
+        raise UsageError(f"Only the pretrained backbones take weights; {model} starts from random weights.")
     return recipe

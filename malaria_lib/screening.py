@@ -2,9 +2,9 @@
 
 A clinician screens a patient, not a cell. The cells of a patient are grouped (by the C-number in
 their file name, or NIH's mapping CSV), the fraction the model calls parasitized is reported with a
-95% interval, and a rule turns it into a verdict. The rule is a cutoff on that fraction (or on the
-count of cells called parasitized), chosen on validation patients and stored in the model card, so
-the patients being scored never influence it.
+95% interval, and a rule (`rules`: by default a binomial test against the false-positive rate of healthy
+patients' cells) turns it into a verdict, with one line saying why. The rule is chosen on validation patients and
+stored in the model card, so the patients being scored never influence it.
 
 Intervals: a patient's fraction and the sensitivity and specificity over patients are binomial
 proportions, so they get exact (Clopper-Pearson) intervals from scipy; the ROC AUC over patients
@@ -23,33 +23,10 @@ from . import config
 from .errors import MalariaError
 from .metrics import bootstrap_over_patients, proportion_interval
 from .patients import patient_id, read_patient_csv
+from .rules import Rule, choose_rule, statistic_of
 
-STATISTICS = ("fraction", "count")
+__all__ = ["Rule", "choose_rule"]  # chapter 9 and older code import them from here
 POSITIVE = config.POSITIVE
-
-
-@dataclass
-class Rule:
-    """A patient is called infected when its statistic (fraction or count of cells called parasitized) exceeds cutoff."""
-
-    statistic: str
-    cutoff: float
-    cell_threshold: float
-    chosen_on: str
-
-    def infected(self, called: int, cells: int) -> bool:
-        value = called / cells if self.statistic == "fraction" else called
-        return bool(value > self.cutoff)
-
-    def describe(self) -> str:
-        what = "fraction of its cells" if self.statistic == "fraction" else "number of its cells"
-        cutoff = f"{self.cutoff:.3f}" if self.statistic == "fraction" else f"{self.cutoff:g}"
-        return (f"infected when the {what} with P(Parasitized) >= {self.cell_threshold:.3f} exceeds {cutoff} "
-                f"(chosen on {self.chosen_on})")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Rule:
-        return cls(str(d["statistic"]), float(d["cutoff"]), float(d["cell_threshold"]), str(d["chosen_on"]))
 
 
 # ---------------------------------------------------------------- grouping
@@ -118,57 +95,6 @@ def _patient_order(patient: str) -> tuple[int, str]:
     return (int(digits), patient) if digits.isdigit() else (10**9, patient)
 
 
-def _statistic(row: dict, statistic: str) -> float:
-    return row["fraction"] if statistic == "fraction" else float(row["called_parasitized"])
-
-
-# ---------------------------------------------------------------- the rule
-
-
-def choose_rule(rows: list[dict], cell_threshold: float, statistic: str = "fraction",
-                where: str = "validation patients") -> Rule:
-    """The cutoff that best separates infected from healthy validation patients (Youden's J over patients).
-
-    Among cutoffs with the same J, the one in the widest gap between neighbouring patients wins
-    (a margin for new patients), placed halfway across it (for fractions on the square-root scale). Without both kinds of patient the
-    cutoff cannot be learned: then it is twice the share of the validation patients' uninfected
-    cells called parasitized (what a healthy patient would show), at least 2%, and the rule says so.
-    """
-    if statistic not in STATISTICS:
-        raise MalariaError(f"Unknown screening statistic {statistic!r}; use one of {', '.join(STATISTICS)}.")
-    if any("infected" not in r for r in rows):
-        raise MalariaError("Choosing a screening rule needs labelled validation cells (Parasitized/Uninfected folders).")
-    infected = sum(r["infected"] for r in rows)
-    healthy = len(rows) - infected
-    if infected == 0 or healthy == 0:
-        uninfected_cells = sum(r["cells"] - r["labelled_parasitized"] for r in rows)
-        false_positive = sum(r["false_positive_cells"] for r in rows) / uninfected_cells if uninfected_cells else 0.0
-        cutoff = max(2 * false_positive, 0.02)
-        if statistic == "count":
-            cutoff = float(np.floor(cutoff * np.median([r["cells"] for r in rows])))
-        missing = "healthy" if healthy == 0 else "infected"
-        return Rule(statistic, float(cutoff), float(cell_threshold),
-                    f"{where} ({len(rows)}, none {missing}: heuristic, twice the uninfected cells' false-positive share)")
-    values = np.array([_statistic(r, statistic) for r in rows])
-    truth = np.array([r["infected"] for r in rows], dtype=bool)
-    distinct = np.unique(values)
-    best: tuple[float, float, float] | None = None  # (J, gap, cutoff)
-    for low, high in zip(distinct[:-1], distinct[1:], strict=True):
-        # fractions: halfway on the square-root scale, which stabilises a binomial fraction's variance, so a
-        # healthy patient near `low` and an infected one near `high` are equally many noise units away
-        cutoff = float(((np.sqrt(low) + np.sqrt(high)) / 2) ** 2 if statistic == "fraction" else (low + high) / 2)
-        called = values > cutoff
-        j = called[truth].mean() + (~called[~truth]).mean() - 1
-        candidate = (float(j), float(high - low), cutoff)
-        if best is None or candidate[:2] > best[:2]:
-            best = candidate
-    if best is None or best[0] <= 0:  # every patient has the same value, or nothing separates them
-        cutoff = float(distinct[-1]) if best is None else best[2]
-    else:
-        cutoff = best[2]
-    return Rule(statistic, cutoff, float(cell_threshold), f"{where} ({infected} infected, {healthy} healthy), Youden's J")
-
-
 # ---------------------------------------------------------------- figures over patients
 
 
@@ -190,13 +116,14 @@ class Screening:
         labelled = all("infected" in r for r in self.patients)
         head = f"{'patient':<8} {'cells':>5} {'called':>6} {'fraction (95% CI)':>22}"
         head += f" {'labelled':>8} {'truth':>8}" if labelled else ""
-        lines = [f"Rule: {self.rule.describe()}", head + f" {'verdict':>8}"]
+        lines = [f"Rule: {self.rule.describe()}", head + f" {'verdict':>8}  {self.rule.evidence_heading()}"]
         for r in self.patients:
             lo, hi = r["fraction_ci"]
             line = f"{r['patient']:<8} {r['cells']:>5} {r['called_parasitized']:>6} {r['fraction']:>7.3f} ({lo:.3f}-{hi:.3f})"
             if labelled:
                 line += f" {r['labelled_fraction']:>8.3f} {'infected' if r['infected'] else 'healthy':>8}"
-            lines.append(line + f" {'infected' if r['verdict'] else 'healthy':>8}")
+            evidence = self.rule.evidence(r["called_parasitized"], r["cells"])
+            lines.append(line + f" {'infected' if r['verdict'] else 'healthy':>8}  {evidence}")
         s = self.summary
         if labelled:
             def fmt(name: str) -> str:
@@ -218,6 +145,9 @@ def screening_figures(rows: list[dict], rule: Rule, reps: int = 1000, seed: int 
     """
     for r in rows:
         r["verdict"] = rule.infected(r["called_parasitized"], r["cells"])
+        if rule.statistic == "binomial":
+            r["p_healthy"] = rule.p_healthy(r["called_parasitized"], r["cells"])
+        r["why"] = rule.explain(r["called_parasitized"], r["cells"])
     return summarise_patients(rows, rule.statistic, reps, seed)
 
 
@@ -250,7 +180,7 @@ def summarise_patients(rows: list[dict], statistic: str = "fraction", reps: int 
         notes.append("No infected patient is present, so sensitivity and the ROC AUC over patients cannot be computed; they are n/a.")
 
     def auc(sample: list[dict]) -> float:
-        return float(skm.roc_auc_score([r["infected"] for r in sample], [_statistic(r, statistic) for r in sample]))
+        return float(skm.roc_auc_score([r["infected"] for r in sample], [statistic_of(r, statistic) for r in sample]))
 
     def mae(sample: list[dict]) -> float:
         return float(np.mean([abs(r["fraction"] - r["labelled_fraction"]) for r in sample]))
@@ -284,7 +214,7 @@ def rule_roc(rows: list[dict], statistic: str = "fraction") -> tuple[np.ndarray,
     truth = np.array([r["infected"] for r in rows], dtype=int)
     if len(np.unique(truth)) < 2:
         return None
-    return truth, np.array([_statistic(r, statistic) for r in rows])
+    return truth, np.array([statistic_of(r, statistic) for r in rows])
 
 
 def any_cell_rule(cell_threshold: float) -> Rule:

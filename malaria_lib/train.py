@@ -14,7 +14,8 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import keras
@@ -28,8 +29,9 @@ from .calibration import decisions_from_validation
 from .errors import InTheWay, MalariaError
 from .files import move_aside, remove_partials, save_model_atomic, write_text_atomic
 from .inference import predict_proba
-from .models import build_model
+from .models import MODELS, build_model
 from .pipeline import SplitPart, make_dataset, read_part
+from .pretrained import file_sha256, resolve_weights, set_stage, stage_of
 from .recipes import Recipe, get_recipe
 from .runtime import versions
 
@@ -116,6 +118,51 @@ def compile_model(model: keras.Model, recipe: Recipe, steps_per_epoch: int) -> k
         metrics=["accuracy"],
     )
     return model
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Epochs [first, last) of a run trained with one set of trainable layers and one optimizer."""
+
+    name: str  # "whole" (any network of ours), "all" (a backbone from scratch), "head", "fine_tune"
+    first: int
+    last: int
+    learning_rate: float
+
+
+def training_stages(recipe: Recipe) -> list[Stage]:
+    """Our networks and a backbone from random weights train in one stage; a backbone with weights in two, as
+    Keras' transfer-learning guide teaches: the new head on the frozen backbone, then the top blocks too at a
+    lower learning rate."""
+    if not MODELS[recipe.model].pretrained:
+        return [Stage("whole", 0, recipe.epochs, recipe.learning_rate)]
+    if recipe.weights is None or recipe.frozen_epochs <= 0:
+        return [Stage("all", 0, recipe.epochs, recipe.learning_rate)]
+    head = min(recipe.frozen_epochs, recipe.epochs)
+    stages = [Stage("head", 0, head, recipe.learning_rate)]
+    if recipe.epochs > head:
+        stages.append(Stage("fine_tune", head, recipe.epochs, recipe.fine_tune_learning_rate or recipe.learning_rate))
+    return stages
+
+
+def _enter_stage(model: keras.Model, recipe: Recipe, stage: Stage, steps: int) -> None:
+    """Set which layers train and compile with the stage's optimizer (a schedule spans the stage's epochs)."""
+    if stage.name != "whole":
+        set_stage(model, stage.name, recipe.fine_tune_from)
+    compile_model(model, replace(recipe, epochs=stage.last - stage.first, learning_rate=stage.learning_rate), steps)
+
+
+def _checkpoint_stage(checkpoint: Path, stages: list[Stage]) -> Stage:
+    """The stage a checkpoint was saved in: from its layers' trainable flags for a two-stage run."""
+    if len(stages) == 1:
+        return stages[0]
+    try:
+        with zipfile.ZipFile(checkpoint) as archive:
+            name = stage_of(json.loads(archive.read("config.json")))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        raise MalariaError(f"The checkpoint {checkpoint} cannot be resumed (its configuration is unreadable); delete "
+                           "it, or retrain with --force.") from None
+    return next((stage for stage in stages if stage.name == name), stages[0])
 
 
 def _sample(part: SplitPart, limit: int | None, seed: int) -> SplitPart:
@@ -223,11 +270,14 @@ def train(
     pipeline on the CPU into the training step, where it runs on the accelerator.
     """
     recipe = get_recipe(model_name, profile, **overrides)
+    weights_file = resolve_weights(model_name, recipe.weights) if recipe.weights not in (None, "imagenet") else None
     split_dir, out_dir = Path(split_dir), Path(out_dir)
     train_part = _sample(read_part(split_dir, "train"), recipe.max_train_images, seed)
     val_part = read_part(split_dir, "val")
     settings = {"model": model_name, "profile": profile, "seed": seed, "split": str(split_dir.resolve()),
                 "recipe": recipe.to_dict(), "train_images": len(train_part), "val_images": len(val_part)}
+    if weights_file is not None:  # a local weights file: which one, by content
+        settings["weights_sha256"] = file_sha256(weights_file)
     strategy = strategy or strategy_for_hardware()
     precision = precision_for(profile)
     if precision != "float32":  # recorded only when it differs, so runs made before this key existed stay valid
@@ -249,13 +299,18 @@ def train(
     with strategy.scope():  # the augmentation's random state must live where the replicas can update it
         augment = build_augmentation(recipe.augment, seed)
     steps = math.ceil(len(train_part) / recipe.batch_size)
+    stages = training_stages(recipe)
+    stage = _checkpoint_stage(start_from, stages) if start_from is not None else stages[0]
     with strategy.scope(), _dtype_policy(precision):
-        model = compile_model(build_model(model_name, recipe.input_size, recipe.standardize), recipe, steps)
+        # a resumed backbone gets its weights from the checkpoint: nothing to download
+        weights = {"weights": None if start_from is not None else recipe.weights} if recipe.weights else {}
+        model = build_model(model_name, recipe.input_size, recipe.standardize, **weights)
+        _enter_stage(model, recipe, stage, steps)
         if start_from is not None:
             _restore(model, start_from)
             # the checkpoint knows how far it got: a kill between the history row and the checkpoint leaves one
             # row too many, which is dropped and its epoch trained again
-            initial_epoch = int(model.optimizer.iterations.numpy()) // steps
+            initial_epoch = stage.first + int(model.optimizer.iterations.numpy()) // steps
             _keep_history_rows(out_dir, initial_epoch)
             if resume is None:
                 _restore_random_state(out_dir, initial_epoch, _random_generators(model, augment))
@@ -268,17 +323,26 @@ def train(
     if on_device and augment is not None:
         augment_in_train_step(model, augment)
     history = read_history(out_dir)
-    best_so_far = max(history.get("val_accuracy", [float("-inf")]))
-    callbacks: list[keras.callbacks.Callback] = [  # in this order: the history row first, then the checkpoints
-        _EpochTimer(),
-        keras.callbacks.CSVLogger(out_dir / "history.csv", append=True),
-        _Checkpoints(out_dir, best_so_far, _random_generators(model, augment)),
-    ]
-    if recipe.early_stopping:
-        callbacks.append(_EarlyStopping(history.get("val_accuracy", []), patience=recipe.early_stopping))
     started = time.perf_counter()
-    model.fit(train_data, validation_data=val_data, epochs=recipe.epochs, initial_epoch=initial_epoch,
-              callbacks=callbacks, verbose=verbose, shuffle=False)  # tf.data shuffles
+    for next_stage in stages[stages.index(stage):]:
+        if next_stage.last <= initial_epoch:
+            continue
+        if next_stage is not stage:  # the head has trained: unfreeze the top blocks, a new optimizer
+            with strategy.scope():
+                _enter_stage(model, recipe, next_stage, steps)
+        so_far = read_history(out_dir).get("val_accuracy", [])
+        callbacks: list[keras.callbacks.Callback] = [  # in this order: the history row first, then the checkpoints
+            _EpochTimer(),
+            keras.callbacks.CSVLogger(out_dir / "history.csv", append=True),
+            _Checkpoints(out_dir, max(so_far, default=float("-inf")), _random_generators(model, augment)),
+        ]
+        if recipe.early_stopping:
+            callbacks.append(_EarlyStopping(so_far, patience=recipe.early_stopping))
+        model.fit(train_data, validation_data=val_data, epochs=next_stage.last,
+                  initial_epoch=max(initial_epoch, next_stage.first), callbacks=callbacks, verbose=verbose,
+                  shuffle=False)  # tf.data shuffles
+        if model.stop_training:  # early stopping ends the run, not just the stage
+            break
     seconds = time.perf_counter() - started + sum(history.get("seconds", []))
     return _finish(out_dir, settings, recipe, val_part, seconds, moved_aside)
 

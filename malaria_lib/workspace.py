@@ -60,15 +60,16 @@ def ensure_split(data_dir: str | Path, work_dir: str | Path, name: str, seed: in
 
 
 def ensure_run(data_dir: str | Path, work_dir: str | Path, model: str, split: str, profile: str,
-               seed: int = config.SEED, verbose: int | str = 2) -> TrainResult:
-    """A model trained with its recipe on a named split: trained on first use, reused after.
+               seed: int = config.SEED, verbose: int | str = 2, **overrides) -> TrainResult:
+    """A model trained with its recipe (and OVERRIDES of it, e.g. weights=None) on a named split: trained on first
+    use, reused after.
 
     A run made with other settings (an older recipe, another seed) is moved aside, never deleted:
     it may hold hours of GPU time. `describe_run` says which happened.
     """
     ensure_split(data_dir, work_dir, split, seed)
     return train(model, split_dir(work_dir, split), run_dir(work_dir, model, split), profile, seed=seed,
-                 replace_stale=True, verbose=verbose)
+                 replace_stale=True, verbose=verbose, **overrides)
 
 
 def describe_run(result: TrainResult) -> str:

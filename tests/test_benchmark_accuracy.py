@@ -13,8 +13,8 @@ from malaria_lib.synth import make_synthetic_cells
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("accuracy_benchmark", ROOT / "benchmarks" / "accuracy.py")
+def _load(script: str = "accuracy"):
+    spec = importlib.util.spec_from_file_location(f"{script}_benchmark", ROOT / "benchmarks" / f"{script}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -64,6 +64,21 @@ def test_cross_validation_scores_every_cell_once(tmp_path):
     s = patients["summary"]
     assert s["infected"] + s["healthy"] == 8 and s["healthy"] >= 1
     assert s["sensitivity"] == s["confusion"]["tp"] / s["infected"]
+
+    # the screening rules compared on the same folds and networks
+    compared = _load("screening_rules").main(["--work", str(tmp_path / "w"), "--folds", "2", "--bootstrap", "20",
+                                              "--out", str(tmp_path / "rules.json")])
+    assert json.loads((tmp_path / "rules.json").read_text()) == json.loads(json.dumps(compared))
+    default = compared["rules"][compared["default"]]
+    # the default chooser is the one model cards store, so accuracy.py's verdicts are the default rule's
+    assert {r["patient"]: r["verdict"] for r in default["rows"]} == {r["patient"]: r["verdict"] for r in patients["rows"]}
+    for name, entry in compared["rules"].items():
+        assert sorted(r["patient"] for r in entry["rows"]) == sorted(r["patient"] for r in patients["rows"]), name
+        assert [f["fold"] for f in entry["per_fold"]] == [0, 1]
+        c = entry["summary"]["confusion"]
+        assert entry["missed"] == [r["patient"] for r in entry["rows"] if r["infected"] and not r["verdict"]]
+        assert c["fn"] == len(entry["missed"]) and c["fp"] == len(entry["false_alarms"])
+    assert set(compared["default_false_alarm_sweep"]) == {"0.01", "0.02", "0.05", "0.1"}
 
 
 def test_seeds_are_scored_alone_and_as_an_ensemble_and_reused(tmp_path):
@@ -120,3 +135,11 @@ def test_recipe_overrides_are_typed_and_unknown_ones_refused(capsys):
         with pytest.raises(SystemExit):
             bench._recipe_overrides(bad, parser)
         assert "--recipe" in capsys.readouterr().err
+
+
+def test_hindsight_cutoff_counts_patients_above_each_healthy_one():
+    bench = _load("screening_rules")
+    fractions = {"H1": (0.0, False), "H2": (0.05, False), "I1": (0.03, True), "I2": (0.06, True), "I3": (0.5, True)}
+    rows = [{"patient": p, "fraction": f, "infected": i} for p, (f, i) in fractions.items()]
+    assert bench.hindsight([{"test": rows}]) == {"0 of 2 cleared": "3 of 3 found", "1 of 2 cleared": "3 of 3 found",
+                                                 "2 of 2 cleared": "2 of 3 found"}

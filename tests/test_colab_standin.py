@@ -6,7 +6,7 @@ in an empty working folder (Colab's /content), not in a clone of the repository;
 pip-installing the library from a tagged git release, not editable. The release here is the
 working tree committed and tagged in a throwaway repository (`git+file://...@vX.Y.Z`), since the
 real one sits on GitHub. The chapters run with the smoke parameters (synthetic cells, offline):
-all nine in order in one folder, then chapters 5, 6 and 9 each alone in a fresh folder, where they
+all ten in order in one folder, then chapters 5, 6, 9 and 10 each alone in a fresh folder, where they
 must fetch, split and train everything they need themselves.
 
 About 6 minutes on 2 cores (the fresh environment about 1 of them, from pip's cache).
@@ -34,7 +34,7 @@ CHAPTERS = notebook_paths(ROOT)
 COLAB_PREINSTALLED = ["tensorflow", "keras", "numpy", "pillow", "matplotlib", "scikit-learn", "scipy", "tqdm",
                       "pyyaml", "ipykernel", "ipywidgets"]
 SMOKE = {"profile": "smoke", "source": "synthetic", "progress": False}
-ALONE = ("05_our_model", "06_unseen_patients", "09_screening")
+ALONE = ("05_our_model", "06_unseen_patients", "09_screening", "10_transfer_learning")
 KERNEL = "colab-standin"
 
 pytestmark = pytest.mark.slow

@@ -169,3 +169,22 @@ def test_augmentation_grid_shows_the_original_and_changed_views():
     shown = [ax.get_images()[0].get_array() for ax in axes]
     assert np.allclose(shown[0], image)
     assert any(not np.allclose(view, image) for view in shown[1:])
+
+
+def test_patient_fractions_draw_the_rules_line():
+    from malaria_lib.rules import Rule
+
+    rows = [{"patient": f"C{i}", "cells": cells, "called_parasitized": called, "fraction": called / cells,
+             "fraction_ci": [max(0.0, called / cells - 0.05), min(1.0, called / cells + 0.05)],
+             "labelled_fraction": labelled, "infected": labelled > 0, "verdict": called / cells > 0.1}
+            for i, (cells, called, labelled) in enumerate(((70, 2, 0.0), (80, 30, 0.4), (90, 12, 0.1)))]
+    binomial = Rule("binomial", 0.05, 0.5, "test", 0.04)
+
+    def dashed(fig):
+        return [line for line in fig.axes[0].lines if line.get_linestyle() == "--"]
+
+    (line,) = dashed(evalplots.plot_patient_fractions(rows, binomial))
+    assert line.get_ydata()[0] == binomial.fraction_needed(80) and "80 cells" in line.get_label()
+    (line,) = dashed(evalplots.plot_patient_fractions(rows, 0.07))
+    assert line.get_ydata()[0] == 0.07
+    assert dashed(evalplots.plot_patient_fractions(rows)) == []

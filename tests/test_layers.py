@@ -16,8 +16,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "malaria_lib"
 LAYERS: dict[str, list[str]] = {
     "core": ["config", "errors", "files", "images", "runtime", "reference"],
     "data": ["download", "patients", "subsets", "fetch", "inventory", "split", "synth"],
-    "model": ["models", "augment", "recipes", "pipeline", "artifacts"],
-    "stats": ["metrics", "screening"],
+    "model": ["pretrained", "models", "augment", "recipes", "pipeline", "artifacts"],
+    "stats": ["metrics", "rules", "screening"],
     "ops": ["inference", "calibration", "train", "predict"],
     "workflows": ["evaluate", "screen", "export", "explain", "plots", "evalplots", "workspace", "render", "colab",
                   "series"],

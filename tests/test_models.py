@@ -15,7 +15,7 @@ from malaria_lib.errors import MalariaError
 @pytest.fixture(scope="module")
 def built() -> dict:
     """Build each registered model once at its default size (building is the slow part)."""
-    return {name: spec.builder(spec.input_size) for name, spec in models.MODELS.items()}
+    return {name: spec.builder(spec.input_size) for name, spec in models.MODELS.items() if not spec.pretrained}
 
 
 def _signature(model) -> list[tuple]:
@@ -117,7 +117,8 @@ def test_build_model_unknown_name_lists_known_models():
 
 
 def test_registry_specs_are_consistent():
-    assert set(models.MODELS) == {"tutorial_a", "tutorial_b", "malarianet"}
+    assert set(models.MODELS) == {"tutorial_a", "tutorial_b", "malarianet", "mobilenet_v3_small", "resnet50"}
+    assert {name for name, spec in models.MODELS.items() if spec.pretrained} == {"mobilenet_v3_small", "resnet50"}
     for key, spec in models.MODELS.items():
         assert spec.name == key
         with pytest.raises(dataclasses.FrozenInstanceError):
@@ -126,10 +127,12 @@ def test_registry_specs_are_consistent():
     assert models.MODELS["tutorial_a"].faithful_to is not None
 
 
-def test_describe_models_returns_all_three():
+def test_describe_models_returns_every_model_or_those_asked_for():
     rows = models.describe_models()
     by_name = {row["name"]: row for row in rows}
-    assert set(by_name) == {"tutorial_a", "tutorial_b", "malarianet"}
+    assert set(by_name) == set(models.MODELS)
+    assert by_name["mobilenet_v3_small"]["params"] == 940_274 and by_name["resnet50"]["params"] == 23_591_810
+    assert [r["name"] for r in models.describe_models(["malarianet", "tutorial_a"])] == ["malarianet", "tutorial_a"]
     for row in rows:
         assert set(row) == {"name", "input_size", "params", "description"}
         assert row["description"]

@@ -28,7 +28,8 @@ CONSTANTS: dict[str, tuple[str, ...]] = {
     "04": (r"first 20%", r"remaining 80%", r"20% of a class"),
     "05": (r"mild \*\*zoom\*\* \(10%\)", r"Label smoothing\*\* \(0\.05\)", r"0\.975 / 0\.025", r"100% sure"),
     "06": (r"about 15% of the patients",),
-    "09": (r"specificity on cells of 97%", r"\*f\* is 0\.03", r"called infected 95% of the time", r"at least 2%"),
+    "09": (r"specificity on cells of 97%", r"\*f\* is 0\.03", r"called infected 95% of the time", r"at least 2%",
+           r"below 5%", r"chance of\s+5%", r"rate of 1%"),
 }
 
 

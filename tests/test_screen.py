@@ -148,14 +148,18 @@ def trained(tmp_path_factory, synthetic_root):
 def test_training_stores_the_rule_and_screen_lists_every_patient(trained, capsys):
     root, model = trained
     card = json.loads(model.with_suffix(".json").read_text())
-    assert card["screening"]["statistic"] == "fraction" and "validation patients" in card["screening"]["chosen_on"]
+    rule = card["screening"]  # the default rule: a binomial test against healthy validation cells' false positives
+    assert rule["statistic"] == "binomial" and 0 < rule["false_positive_rate"] < 1
+    assert "validation patients" in rule["chosen_on"]
     assert main(["screen", "--model", str(model), "--split", str(root / "split"), "--json", "--bootstrap", "50"]) == 0
     result = json.loads(capsys.readouterr().out)
     test_rows = [r.split(",") for r in (root / "split" / "manifest.csv").read_text().splitlines()[1:] if r.endswith(",test")]
     assert result["summary"]["cells"] == len(test_rows)
     assert len(result["patients"]) == result["summary"]["patients"] >= 2
     for row in result["patients"]:
-        assert set(row) >= {"patient", "cells", "fraction", "fraction_ci", "labelled_fraction", "verdict"}
+        assert set(row) >= {"patient", "cells", "fraction", "fraction_ci", "labelled_fraction", "verdict", "p_healthy"}
+        assert row["why"].startswith(f"{row['called_parasitized']} of {row['cells']} cells called parasitized")
+        assert row["why"].endswith("infected" if row["verdict"] else "healthy")
     assert sum(r["cells"] for r in result["patients"]) == len(test_rows)
     assert main(["evaluate", "--model", str(model), "--split", str(root / "split"), "--json", "--bootstrap", "50"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
