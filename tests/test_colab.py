@@ -118,6 +118,9 @@ def test_pins_agree_with_pyproject_and_constraints():
         assert pins[name].startswith(tested + "."), f"runtime.TESTED[{name!r}] differs from constraints.txt"
     repository, ref = settings(ROOT)
     assert ref == f"v{PYPROJECT['project']['version']}", "the install line and badges point at this version's tag"
+    import malaria_lib
+
+    assert malaria_lib.__version__ == PYPROJECT["project"]["version"]
     readme = (ROOT / "colab" / "README.md").read_text()
     for name in runtime.TESTED:
         assert f"{name} {runtime.MINIMUM[name]}" in readme and f"{name} {pins[name]}" in readme

@@ -183,3 +183,31 @@ def test_with_a_gpu_augmentation_runs_in_the_training_step_and_the_saved_network
     assert "augment_on" not in plain.settings and given_to_data[2] is not None, "the CPU path is as before"
     on_device, on_cpu = training.load_model(result.best_model), training.load_model(plain.best_model)
     assert [type(layer) for layer in on_device.layers] == [type(layer) for layer in on_cpu.layers]
+
+
+def test_a_pretrained_backbone_fine_tunes_in_mixed_precision_and_exports(split_dir, tmp_path, monkeypatch):
+    """The full profile's transfer learning on a GPU: both stages under mixed_float16 (weights from a file, as behind
+    a firewall) with finite losses, and the model exports to TF Lite from its float32 copy."""
+    import zipfile
+
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from malaria_lib.pretrained import stage_of
+
+    app = keras.applications.MobileNetV3Small(input_shape=(96, 96, 3), include_top=False, weights=None,
+                                              include_preprocessing=False)
+    with h5py.File(tmp_path / "w.h5", "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, app)
+    monkeypatch.setattr(training, "precision_for", lambda profile: "mixed_float16")
+    run = training.train("mobilenet_v3_small", split_dir, tmp_path / "run", "smoke", weights=str(tmp_path / "w.h5"),
+                         max_train_images=64, verbose=0)
+    assert run.settings["precision"] == "mixed_float16" and len(run.history["loss"]) == 2
+    assert all(np.isfinite(run.history[key]).all() for key in ("loss", "val_loss"))
+    with zipfile.ZipFile(run.out_dir / "last.keras") as archive:  # saved in the fine-tuning stage
+        assert stage_of(json.loads(archive.read("config.json"))) == "fine_tune"
+    monkeypatch.undo()
+    paths = export_tflite(run.best_model, tmp_path / "tflite", load_images(read_part(split_dir, "train").paths[:8], 96,
+                                                                          "area").astype(np.float32) / 255)
+    rows = compare_exports(run.best_model, paths, split_dir)
+    assert {row["format"] for row in rows} == {"keras", "tflite float16", "tflite int8"}
