@@ -17,7 +17,6 @@ publishes; the same file Keras' own applications use), a local file (PATH: the r
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,14 +137,6 @@ def resolve_weights(name: str, weights: str | None) -> str | None:
     if not path.is_file():
         raise UsageError(f"--weights {weights}: no such file; give 'imagenet', 'none' or the path of a weights file.")
     return str(path)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def pretrained_model(name: str, input_size: int, weights: str | None = None, num_classes: int = 2,

@@ -26,12 +26,13 @@ from . import config
 from .artifacts import load_model, write_card
 from .augment import build_augmentation
 from .calibration import decisions_from_validation
+from .download import sha256_of
 from .errors import InTheWay, MalariaError
 from .files import move_aside, remove_partials, save_model_atomic, write_text_atomic
 from .inference import predict_proba
 from .models import MODELS, build_model
 from .pipeline import SplitPart, make_dataset, read_part
-from .pretrained import file_sha256, resolve_weights, set_stage, stage_of
+from .pretrained import resolve_weights, set_stage, stage_of
 from .recipes import Recipe, get_recipe
 from .runtime import versions
 
@@ -277,7 +278,7 @@ def train(
     settings = {"model": model_name, "profile": profile, "seed": seed, "split": str(split_dir.resolve()),
                 "recipe": recipe.to_dict(), "train_images": len(train_part), "val_images": len(val_part)}
     if weights_file is not None:  # a local weights file: which one, by content
-        settings["weights_sha256"] = file_sha256(weights_file)
+        settings["weights_sha256"] = sha256_of(weights_file)
     strategy = strategy or strategy_for_hardware()
     precision = precision_for(profile)
     if precision != "float32":  # recorded only when it differs, so runs made before this key existed stay valid
