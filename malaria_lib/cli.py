@@ -95,8 +95,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     _quiet_tensorflow()
     from .train import train
 
-    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "max_train_images": args.max_train_images,
-                 "standardize": args.standardize}
+    overrides = {"epochs": args.epochs, "budget_cells": args.budget, "batch_size": args.batch_size,
+                 "max_train_images": args.max_train_images, "standardize": args.standardize}
     overrides = {name: value for name, value in overrides.items() if value is not None}  # unset: the recipe's
     if args.weights is not None:  # "none" means random weights (recorded as None in the recipe)
         overrides["weights"] = None if args.weights == "none" else args.weights
@@ -222,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", required=True, help="a split folder made by `malaria split`")
     p.add_argument("--out", required=True, help="folder for the run (best.keras, history, settings)")
     p.add_argument("--seed", type=int, default=config.SEED)
-    p.add_argument("--epochs", type=int, help="override the profile's number of epochs")
+    p.add_argument("--epochs", type=int, help="override the profile's number of epochs (or the cpu profile's budget)")
+    p.add_argument("--budget", type=int, metavar="CELLS",
+                   help="train for about this many training cells seen, in whole epochs (the cpu profile's way)")
     p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     p.add_argument("--max-train-images", type=int, help="train on a class-balanced sample of at most N cells")
     p.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,

@@ -12,6 +12,7 @@ import contextlib
 import csv
 import json
 import math
+import random
 import shutil
 import time
 import zipfile
@@ -21,6 +22,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from keras.src.random import seed_generator as keras_seed_generator
 
 from . import config
 from .artifacts import load_model, write_card
@@ -33,8 +35,8 @@ from .inference import predict_proba
 from .models import MODELS, build_model
 from .pipeline import SplitPart, make_dataset, read_part
 from .pretrained import resolve_weights, set_stage, stage_of
-from .recipes import Recipe, get_recipe
-from .runtime import versions
+from .recipes import Recipe, for_training_set, get_recipe
+from .runtime import machine, versions
 
 # Keras' fit makes two iterators over the training data per epoch (one at the start, a spare at the end) and each
 # draws a new shuffle order: a run resumed at epoch K skips 2K orders. tests/test_kill.py fails if this changes.
@@ -62,8 +64,16 @@ class TrainResult:
 
 
 def set_seed(seed: int = config.SEED, deterministic: bool | None = None) -> None:
-    """One seed for Python, NumPy and TensorFlow; deterministic ops on a CPU so runs repeat exactly."""
+    """One seed for Python, NumPy and TensorFlow; deterministic ops on a CPU so runs repeat exactly.
+
+    Keras draws the seed of every generator it is not given one for (weight initializers, dropout) from Python's
+    global `random`, which every thread of the process shares: a Dask worker's own threads draw from it while a
+    fold trains, so the same fold came out with other weights on a cluster. Keras gets a private stream instead,
+    the same numbers the global one gives right after seeding (so runs on one thread are unchanged), which no
+    other thread can advance. Why patch a private name: Keras offers no public way to seed that stream alone.
+    """
     keras.utils.set_random_seed(seed)
+    keras_seed_generator.python_random = random.Random(seed)
     if deterministic is None:
         deterministic = not tf.config.list_physical_devices("GPU")
     if deterministic:
@@ -255,6 +265,7 @@ def train(
     verbose: int | str = "auto",
     strategy: tf.distribute.Strategy | None = None,
     augment_on_device: bool | None = None,
+    callbacks: list[keras.callbacks.Callback] | None = None,
     **overrides,
 ) -> TrainResult:
     """Train `model_name` on the train part of a split, keeping the best model by val_accuracy.
@@ -269,11 +280,13 @@ def train(
     same optimisation as on one device, only spread out (each replica sees batch / replicas cells).
     `augment_on_device` (default: when a GPU is present) moves the augmentation from the tf.data
     pipeline on the CPU into the training step, where it runs on the accelerator.
+    `callbacks` are added to the run's own (timing, history, checkpoints), e.g. TensorBoard or a benchmark's clock.
     """
     recipe = get_recipe(model_name, profile, **overrides)
     weights_file = resolve_weights(model_name, recipe.weights) if recipe.weights not in (None, "imagenet") else None
     split_dir, out_dir = Path(split_dir), Path(out_dir)
     train_part = _sample(read_part(split_dir, "train"), recipe.max_train_images, seed)
+    recipe = for_training_set(recipe, len(train_part))  # a budget of cells seen becomes whole epochs of this split
     val_part = read_part(split_dir, "val")
     settings = {"model": model_name, "profile": profile, "seed": seed, "split": str(split_dir.resolve()),
                 "recipe": recipe.to_dict(), "train_images": len(train_part), "val_images": len(val_part)}
@@ -332,15 +345,16 @@ def train(
             with strategy.scope():
                 _enter_stage(model, recipe, next_stage, steps)
         so_far = read_history(out_dir).get("val_accuracy", [])
-        callbacks: list[keras.callbacks.Callback] = [  # in this order: the history row first, then the checkpoints
+        own: list[keras.callbacks.Callback] = [  # in this order: the history row first, then the checkpoints
             _EpochTimer(),
             keras.callbacks.CSVLogger(out_dir / "history.csv", append=True),
             _Checkpoints(out_dir, max(so_far, default=float("-inf")), _random_generators(model, augment)),
         ]
         if recipe.early_stopping:
-            callbacks.append(_EarlyStopping(so_far, patience=recipe.early_stopping))
+            own.append(_EarlyStopping(so_far, patience=recipe.early_stopping))
         model.fit(train_data, validation_data=val_data, epochs=next_stage.last,
-                  initial_epoch=max(initial_epoch, next_stage.first), callbacks=callbacks, verbose=verbose,
+                  initial_epoch=max(initial_epoch, next_stage.first), callbacks=own + list(callbacks or ()),
+                  verbose=verbose,
                   shuffle=False)  # tf.data shuffles
         if model.stop_training:  # early stopping ends the run, not just the stage
             break
@@ -359,6 +373,7 @@ def _finish(out_dir: Path, settings: dict, recipe: Recipe, val_part: SplitPart, 
     write_text_atomic(out_dir / "result.json", json.dumps({
         "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
         "epochs_run": len(result.history.get("epoch", [])), "seconds": seconds, "versions": versions(),
+        "machine": machine(),
     }, indent=1))
     return result
 

@@ -67,6 +67,32 @@ def test_same_seed_gives_identical_weights_and_metrics(tmp_path, split_dir):
     assert other.history["loss"] != runs[0].history["loss"]
 
 
+def test_another_thread_drawing_random_numbers_does_not_change_the_weights(tmp_path, split_dir):
+    """A Dask worker's own threads draw from Python's global `random` while a fold trains; the weights must not
+    depend on it (they did: Keras seeds its unseeded generators from that stream)."""
+    import random
+    import threading
+
+    quiet = train("tutorial_b", split_dir, tmp_path / "quiet", "smoke", epochs=1, verbose=0)
+    stop = threading.Event()
+
+    def draw():
+        while not stop.is_set():
+            random.random()
+
+    noise = threading.Thread(target=draw, daemon=True)
+    noise.start()
+    try:
+        busy = train("tutorial_b", split_dir, tmp_path / "busy", "smoke", epochs=1, verbose=0)
+    finally:
+        stop.set()
+        noise.join()
+    assert busy.history["loss"] == quiet.history["loss"]
+    for a, b in zip(load_model(tmp_path / "quiet" / "last.keras").get_weights(),
+                    load_model(tmp_path / "busy" / "last.keras").get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_interrupted_run_resumes_where_it_stopped(tmp_path, split_dir):
     out = tmp_path / "run"
     train("malarianet", split_dir, out, "smoke", epochs=1, verbose=0)
@@ -162,3 +188,39 @@ def test_training_without_augmentation_records_it(tmp_path, split_dir):
     result = train("malarianet", split_dir, tmp_path / "plain", "smoke", epochs=1, augment=None, verbose=0)
     settings = json.loads((tmp_path / "plain" / "settings.json").read_text())
     assert settings["recipe"]["augment"] is None and len(result.history["epoch"]) == 1
+
+
+def test_a_budget_becomes_whole_epochs_of_the_training_set():
+    from malaria_lib.recipes import describe_length, for_training_set
+
+    budget = get_recipe("malarianet", "smoke", budget_cells=72_000)
+    assert budget.budget_cells == 72_000
+    assert [for_training_set(budget, cells).epochs for cells in (6_057, 5_921, 19_290, 200_000)] == [12, 12, 4, 1]
+    assert for_training_set(get_recipe("malarianet", "smoke"), 6_057) == get_recipe("malarianet", "smoke")  # no budget
+    assert describe_length(budget, 19_290) == "72,000 training cells seen (4 epochs of 19,290 cells)"
+    assert describe_length(get_recipe("tutorial_a", "full")) == "30 epochs"
+    # a count of epochs asked for replaces the budget; a budget of nothing is refused
+    assert get_recipe("malarianet", "cpu").budget_cells == 72_000
+    assert get_recipe("malarianet", "cpu", epochs=2).budget_cells is None
+    with pytest.raises(MalariaError, match="trains nothing"):
+        get_recipe("malarianet", "smoke", budget_cells=0)
+    # a pretrained backbone keeps its head-only stage to a third of the epochs, at least one
+    mobile = get_recipe("mobilenet_v3_small", "full", budget_cells=10_000)
+    assert (for_training_set(mobile, 1_000).epochs, for_training_set(mobile, 1_000).frozen_epochs) == (10, 3)
+    assert (for_training_set(mobile, 5_000).epochs, for_training_set(mobile, 5_000).frozen_epochs) == (2, 1)
+
+
+def test_training_with_a_budget_trains_its_epochs_and_fits_the_schedule_to_them(tmp_path, split_dir):
+    from malaria_lib.pipeline import read_part
+
+    cells = len(read_part(split_dir, "train"))
+    result = train("malarianet", split_dir, tmp_path / "b", "smoke", budget_cells=2 * cells, verbose=0)
+    settings = json.loads((tmp_path / "b" / "settings.json").read_text())
+    assert settings["recipe"]["budget_cells"] == 2 * cells and settings["recipe"]["epochs"] == 2
+    assert len(result.history["epoch"]) == 2
+    # the cosine schedule spans the two epochs: its last step's rate is the floor, alpha times the peak
+    import keras
+
+    schedule = keras.saving.load_model(tmp_path / "b" / "last.keras").optimizer._learning_rate
+    steps = -(-cells // settings["recipe"]["batch_size"])
+    assert schedule.warmup_steps + schedule.decay_steps == 2 * steps

@@ -1,0 +1,57 @@
+"""benchmarks/full_size_folder.py and benchmarks/epochs.py on tiny synthetic folders: the sizes, the renamed
+patients, and whole epochs timed from inside train and from outside."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from malaria_lib.inventory import list_cells
+from malaria_lib.synth import make_synthetic_cells
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_full_size_folder_repeats_cells_under_new_patients(tmp_path):
+    folder = _load("full_size_folder")
+    make_synthetic_cells(tmp_path / "small", n=60, seed=2, n_patients=6)
+    small, _ = list_cells(tmp_path / "small")
+    counts = folder.build(tmp_path / "small", tmp_path / "big", cells=157)
+    big, _ = list_cells(tmp_path / "big")
+    assert len(big) == sum(counts.values()) == 157
+    assert len({c.patient for c in big}) > len({c.patient for c in small})  # copies belong to new patients
+    assert folder.renamed("C33P1thinF_IMG_1_cell_2.png", 2) == "C2033P1thinF_IMG_1_cell_2.png"
+    share = sum(c.label == "Parasitized" for c in small) / len(small)
+    assert abs(counts["Parasitized"] / 157 - share) < 0.02  # class balance kept
+    (tmp_path / "small" / "cell_images" / "Parasitized").rename(tmp_path / "moved")  # the source is not changed
+    assert len(list((tmp_path / "big" / "cell_images" / "Parasitized").iterdir())) == counts["Parasitized"]
+
+
+def test_epochs_times_real_training_epochs_at_both_sizes(tmp_path):
+    make_synthetic_cells(tmp_path / "dev", n=60, seed=3, n_patients=6)
+    _load("full_size_folder").build(tmp_path / "dev", tmp_path / "full", cells=120)
+    out = tmp_path / "epochs.json"
+    results = _load("epochs").main(["--dev", str(tmp_path / "dev"), "--full", str(tmp_path / "full"),
+                                    "--models", "tutorial_b", "--epochs", "2", "--profile", "smoke",
+                                    "--work", str(tmp_path / "w"), "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    for size in ("dev", "full"):
+        entry = results["sizes"][size]["models"]["tutorial_b"]
+        assert [row["epoch"] for row in entry["epochs"]] == [1, 2]
+        for row in entry["epochs"]:
+            assert 0 < row["train_seconds"] < row["seconds"] and row["val_seconds"] > 0
+            # the outside clock times the same epoch as train's own history.csv, plus the checkpoints after it
+            assert row["logged_seconds"] <= row["seconds"] < row["logged_seconds"] + 3
+            assert abs(row["checkpoint_seconds"] - (row["seconds"] - row["logged_seconds"])) < 1e-9
+        assert entry["train_cells"] > 0 and entry["steady_train_cells_per_s"] > 0
+    assert results["sizes"]["full"]["models"]["tutorial_b"]["train_cells"] > \
+        results["sizes"]["dev"]["models"]["tutorial_b"]["train_cells"]
+    assert set(results["full_over_dev"]["tutorial_b"]) == {"steady_train_cells_per_s", "steady_cells_per_s"}
