@@ -12,7 +12,14 @@ fold's model chose on its own validation patients (stored in its model card), th
 every healthy patient counts. With --oof, every cell's out-of-fold score and every patient's row
 are written too (the screening chapter reads them).
 
+Each fold of each model is one task (`run_fold`), kept in --work/folds/ as it finishes; `merge` makes the summary
+from any set of them. `--fold K` runs one fold, `--merge FILES` merges, and `--workers N` / `--scheduler ADDRESS`
+run the folds on a Dask cluster (benchmarks/_cluster.py).
+
     python benchmarks/accuracy.py --source ../shared/data/malaria_cells_dev.zip --models malarianet
+    python benchmarks/accuracy.py --data-dir data --models malarianet --fold 2 --out fold2.json
+    python benchmarks/accuracy.py --models malarianet --merge fold0.json fold1.json ... --out accuracy.json
+    python benchmarks/accuracy.py --data-dir data --models malarianet --scheduler tcp://HOST:8786 --reuse
 """
 
 from __future__ import annotations
