@@ -14,7 +14,7 @@ import threading
 import time
 from importlib import metadata
 
-from malaria_lib.runtime import versions
+from malaria_lib.runtime import machine, versions
 
 try:  # psutil is optional: without it RSS comes from /proc and the others' CPU share is not reported
     import psutil
@@ -39,12 +39,7 @@ def machine_facts() -> dict:
             facts[name.replace("-", "_")] = None
     if psutil is not None:
         facts["memory_total_gb"] = psutil.virtual_memory().total / 2**30
-    try:
-        with open("/proc/cpuinfo") as handle:
-            facts["cpu_model"] = next((line.split(":", 1)[1].strip() for line in handle
-                                       if line.startswith("model name")), None)
-    except OSError:
-        facts["cpu_model"] = None
+    facts["cpu_model"] = machine()["cpu"]  # the processor as train's result.json records it
     return facts
 
 

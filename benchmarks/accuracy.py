@@ -219,8 +219,8 @@ def run_fold(args: argparse.Namespace, model: str, k: int) -> dict:
             "labels": [int(y) for y in test.labels], "patients": list(test.patients),
             "files": [Path(p).name for p in test.paths],
             "data": {"source": args.source or str(args.data_dir), "cells": len(cells), "patients": len(folds)},
-            "worker": {"host": platform.node(), "process": os.getpid()},  # where it ran (a cluster's worker)
-            "machine": {"host": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform(),
+            "machine": {"host": platform.node(), "process": os.getpid(),  # where it ran: a cluster's worker
+                        "cpus": os.cpu_count(), "platform": platform.platform(),
                         **versions(), "date": time.strftime("%Y-%m-%d")}}
 
 
@@ -298,7 +298,7 @@ def merge(records: list[dict], models: list[str] | None = None) -> tuple[dict, d
                                 for i, (f, p, y, k) in enumerate(cells)],
                       "patients": variants["plain"]["patients"]}
     hosts = sorted({r["machine"]["host"] for folds in by_model.values() for r in folds.values()})
-    results["machine"] = {key: value for key, value in first["machine"].items() if key != "host"}
+    results["machine"] = {key: value for key, value in first["machine"].items() if key not in ("host", "process")}
     if len(hosts) > 1:  # folds trained on several machines: say which (their speeds differ)
         results["machine"]["hosts"] = hosts
     results["data"] = first["data"]
