@@ -2,6 +2,7 @@
 #   make run   PROFILE=full|cpu|smoke SOURCE=URL|ZIP|DIR   execute the notebook series (build/: notebooks, html, report.json)
 #   make smoke                                            the series on synthetic cells, offline
 #   make test                                             the series on synthetic cells, then the test suite (what CI runs)
+#   make edition SOURCE=ZIP|DIR                           the reader's edition: a cpu reference run rendered to docs/
 
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -12,7 +13,7 @@ BUILD   ?= build
 TEST_BUILD := $(BUILD)/test
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: setup run smoke test lint html clean constraints
+.PHONY: setup run smoke test lint html edition clean constraints
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +40,10 @@ lint: $(STAMP)
 
 html: $(STAMP)  ## re-render $(BUILD)/notebooks as $(BUILD)/html (make run does it too)
 	$(BIN)/malaria html --build $(BUILD)
+
+edition: $(STAMP)  ## the reader's edition: the series with the cpu profile in $(BUILD)/reference, rendered to docs/
+	$(BIN)/malaria run --profile cpu --build $(BUILD)/reference $(if $(SOURCE),--source $(SOURCE))
+	$(BIN)/malaria edition --build $(BUILD)/reference --out docs
 
 constraints: $(STAMP)  ## re-pin constraints.txt to what .venv holds now
 	(echo "# Exact versions the project's results were measured with (pip constraints: they pin, they do not add)."; \

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 
 
 def run_tasks(task: Callable, args, todo: list[tuple], *, address: str | None = None, workers: int = 1,
-              retries: int = 2) -> Iterator[dict]:
+              retries: int = 2, connect_timeout: float = 30) -> Iterator[dict]:
     """Run task(args, *item) for every item of TODO on a Dask cluster; yield each result as it finishes.
 
     ADDRESS: an existing scheduler (`tcp://HOST:8786`); without it a local cluster of WORKERS processes, one
@@ -39,7 +39,7 @@ def run_tasks(task: Callable, args, todo: list[tuple], *, address: str | None = 
     try:
         if address:
             try:
-                client = Client(address, timeout="30s")
+                client = Client(address, timeout=f"{connect_timeout}s")
             except OSError as exc:
                 raise SystemExit(f"No Dask scheduler answers at {address} ({exc}); start one with `dask scheduler` "
                                  "and its workers with `dask worker ADDRESS`, or leave out --scheduler.") from None

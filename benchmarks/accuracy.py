@@ -342,7 +342,7 @@ def run(args: argparse.Namespace) -> tuple[dict, dict]:
         from _cluster import run_tasks
 
         for record in run_tasks(run_fold, args, todo, address=args.scheduler, workers=args.workers or 1,
-                                retries=args.retries):
+                                retries=args.retries, connect_timeout=args.connect_timeout):
             keep_fold(work, record)
             records[(record["model"], record["fold"])] = record
     else:
@@ -383,6 +383,8 @@ def main(argv: list[str] | None = None) -> dict:
     spread.add_argument("--workers", type=int,
                         help="run the folds as tasks on a Dask cluster of this many local worker processes")
     spread.add_argument("--retries", type=int, default=2, help="times a failed fold task is tried again (Dask)")
+    spread.add_argument("--connect-timeout", type=float, default=30, metavar="SECONDS",
+                        help="how long to wait for --scheduler to answer (default: 30)")
     args = parser.parse_args(argv)
     args.recipe = _recipe_overrides(args.recipe, parser)
     if args.fold is not None and not 0 <= args.fold < args.folds:

@@ -290,6 +290,22 @@ def cmd_html(args: argparse.Namespace) -> None:
     print(f"Wrote {render_html(args.build)}")
 
 
+def cmd_edition(args: argparse.Namespace) -> None:
+    from .edition import make_edition, stale_chapters
+    from .series import find_root, notebook_paths
+
+    if args.check:
+        stale = stale_chapters(args.out, notebook_paths(find_root()))
+        if stale:
+            raise MalariaError(f"The edition in {args.out} was made with other code in {', '.join(stale)}; make it "
+                               "again with `make edition`.")
+        print(f"The edition in {args.out} matches every chapter's code.")
+        return
+    manifest = make_edition(args.build, args.out)
+    print(f"Wrote the {manifest['profile']} run in {args.build} to {args.out}/index.html "
+          f"({len(manifest['chapters'])} chapters, {manifest['bytes'] / 2**20:.1f} MB; data: {manifest['data']['text']}).")
+
+
 def cmd_badges(args: argparse.Namespace) -> None:
     import nbformat
 
@@ -317,7 +333,7 @@ def cmd_badges(args: argparse.Namespace) -> None:
 
 
 def register_series_commands(sub) -> None:
-    """Add `run`, `html` and `badges` to the `malaria` command's subparsers."""
+    """Add `run`, `html`, `edition` and `badges` to the `malaria` command's subparsers."""
     p = sub.add_parser("run", help="Execute the notebook series with papermill, then write report.json and HTML.",
                        description="Execute notebooks/NN_*.ipynb in order with configs/PROFILE.yaml.")
     p.add_argument("--profile", choices=("full", "cpu", "smoke"), default="cpu", help="parameter set (default: cpu)")
@@ -329,6 +345,15 @@ def register_series_commands(sub) -> None:
     p = sub.add_parser("html", help="Render the executed notebooks in BUILD/notebooks as HTML with an index.")
     p.add_argument("--build", default="build", help="folder holding notebooks/ from `malaria run` (default: build)")
     p.set_defaults(func=cmd_html)
+
+    p = sub.add_parser("edition", help="Render a finished run of the series as the reader's edition (docs/).",
+                       description="Render BUILD (from `malaria run`) as static HTML in OUT with the run's data, date, "
+                                   "machine and versions, and each chapter's code hash (edition.json).")
+    p.add_argument("--build", default="build/reference",
+                   help="folder of a finished `malaria run` (default: build/reference, where `make edition` runs it)")
+    p.add_argument("--out", default="docs", help="where the edition goes (default: docs)")
+    p.add_argument("--check", action="store_true", help="change nothing; fail if a chapter's code changed since")
+    p.set_defaults(func=cmd_edition)
 
     p = sub.add_parser("badges", help="Update every notebook's Colab badge row and install line from pyproject.toml.")
     p.add_argument("--check", action="store_true", help="change nothing; fail if any notebook is stale or has outputs")

@@ -6,6 +6,7 @@ chapters point at the .html pages, and every page links back to the index and it
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
@@ -61,8 +62,44 @@ def _nav(pages: list[tuple[str, str]], i: int) -> str:
             + " &middot; ".join(links) + "</nav>")
 
 
-def render_html(build: str | Path) -> Path:
-    """Render BUILD/notebooks/*.ipynb to BUILD/html/ with an index.html; return the index path."""
+# Scripts nbconvert's lab template loads from a CDN: require.js (for widgets, which the chapters have none of) and
+# MathJax (for LaTeX, which they do not use). Left out, a page opens offline without a failed request; MathJax stays
+# on a page whose Markdown holds a $ (it might be math).
+_REQUIRE_JS = re.compile(r'<script src="https://cdnjs\.cloudflare\.com/ajax/libs/require\.js/[^"]*"[^>]*>\s*</script>\s*')
+_MATHJAX = re.compile(r'<script src="https://cdnjs\.cloudflare\.com/ajax/libs/mathjax/[^"]*"[^>]*>\s*</script>\s*')
+
+
+_HEAD_STYLE = re.compile(r"<style[^>]*>.*?</style>\s*", re.S)
+
+
+def _share_styles(body: str, out: Path) -> str:
+    """Move a page's inline style sheets (260 KB of nbconvert's, the same on every page) to one file they share."""
+    start = body.find("<body")
+    head = body[:start] if start > 0 else ""
+    styles = "".join(match.group(0) for match in _HEAD_STYLE.finditer(head))
+    if not styles:
+        return body
+    css = "\n".join(re.sub(r"^<style[^>]*>|</style>\s*$", "", block.strip())
+                    for block in _HEAD_STYLE.findall(head))
+    name = f"notebook-{hashlib.sha256(css.encode()).hexdigest()[:10]}.css"
+    if not (out / name).is_file():
+        (out / name).write_text(css, encoding="utf-8")
+    first = _HEAD_STYLE.search(head).start()
+    head = _HEAD_STYLE.sub("", head)
+    return head[:first] + f'<link rel="stylesheet" href="{name}">\n' + head[first:] + body[start:]
+
+
+def _has_math(nb) -> bool:
+    return any("$" in cell.source for cell in nb.cells if cell.cell_type == "markdown")
+
+
+def render_html(build: str | Path, out: str | Path | None = None, *, about: str = "",
+                replace: dict[str, str] | None = None) -> Path:
+    """Render BUILD/notebooks/*.ipynb to OUT (default BUILD/html/) with an index.html; return the index path.
+
+    ABOUT is HTML added to the index (the edition's account of its run); REPLACE maps text to put in its place in
+    every page (the edition takes this machine's folders out of the paths it shows).
+    """
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -70,7 +107,7 @@ def render_html(build: str | Path) -> Path:
     sources = sorted((build / "notebooks").glob("*.ipynb"))
     if not sources:
         raise MalariaError(f"{build / 'notebooks'} holds no executed notebook; run `malaria run` first.")
-    out = build / "html"
+    out = Path(out) if out is not None else build / "html"
     out.mkdir(parents=True, exist_ok=True)
     notebooks = [nbformat.read(p, as_version=4) for p in sources]
     pages = [(p.stem + ".html", chapter_title(nb)) for p, nb in zip(sources, notebooks, strict=True)]
@@ -84,11 +121,17 @@ def render_html(build: str | Path) -> Path:
                       lambda m: f'href="{m.group(1)}.html{m.group(2) or ""}"' if m.group(1) in stems else m.group(0),
                       body)
         body = re.sub(r'href="\.\./README\.md(?:#[^"]*)?"', 'href="index.html"', body)  # "All chapters": the index here
+        body = _REQUIRE_JS.sub("", body)
+        if not _has_math(nb):
+            body = _MATHJAX.sub("", body)
+        for old, new in (replace or {}).items():
+            body = body.replace(old, new)
+        body = _share_styles(body, out)
         opening = re.search(r"<body[^>]*>", body)
         if opening:
             body = body[:opening.end()] + _nav(pages, i) + body[opening.end():]
         (out / page).write_text(body, encoding="utf-8")
-    (out / "index.html").write_text(_index(pages, _timings(build)), encoding="utf-8")
+    (out / "index.html").write_text(_index(pages, _timings(build), about), encoding="utf-8")
     return out / "index.html"
 
 
@@ -100,7 +143,7 @@ def _timings(build: Path) -> dict:
     return {"profile": report.get("profile"), **report.get("timings", {})}
 
 
-def _index(pages: list[tuple[str, str]], timings: dict) -> str:
+def _index(pages: list[tuple[str, str]], timings: dict, about: str = "") -> str:
     """The contents page. A list without numbers: the chapter titles carry their own ("3. Tutorial A ...")."""
     items = []
     for page, title in pages:
@@ -112,12 +155,13 @@ def _index(pages: list[tuple[str, str]], timings: dict) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{TITLE}</title>
 <style>body{{font-family:sans-serif;max-width:46em;margin:2em auto;padding:0 1em;line-height:1.5}}
-.t{{color:#777}} ul.contents{{list-style:none;padding-left:0}}</style></head>
+.t{{color:#777}} ul.contents{{list-style:none;padding-left:0}}
+table.about th{{text-align:left;padding-right:1em;vertical-align:top}}</style></head>
 <body><h1>{TITLE}</h1>
 <p>A reproducible tutorial: detect malaria-infected red blood cells in microscope images with a
 convolutional network, evaluated on patients the model has never seen.</p>{note}
 <h2>Contents</h2>
 <ul class="contents">
 {chr(10).join(items)}
-</ul></body></html>
+</ul>{about}</body></html>
 """

@@ -18,11 +18,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import MalariaError, UsageError
 from .render import render_html
-from .runtime import versions
+from .runtime import machine, versions
 
 PROFILES = ("full", "cpu", "smoke")
 KERNEL = "python3"
@@ -180,7 +181,8 @@ def collect_report(build: Path, params: dict, profile: str, timings: dict[str, f
         except ValueError:
             raise MalariaError(f"{path} is not valid JSON; run the notebook that writes it again.") from None
     report.update(profile=profile, parameters=params, versions=versions(), timings=timings,
-                  total_seconds=round(sum(timings.values()), 1))
+                  total_seconds=round(sum(timings.values()), 1), machine=machine(),
+                  finished=datetime.now(UTC).isoformat(timespec="minutes"))
     build.mkdir(parents=True, exist_ok=True)
     (build / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
     return report

@@ -160,7 +160,8 @@ def test_two_workers_on_localhost_survive_a_killed_worker_and_merge_to_the_seria
 def test_a_scheduler_that_does_not_answer_is_one_sentence(serial, tmp_path):
     tmp, _ = serial
     result = subprocess.run([sys.executable, str(SCRIPT), *_common(tmp / "d"), "--work", str(tmp_path / "w"),
-                             "--out", str(tmp_path / "acc.json"), "--scheduler", "tcp://127.0.0.1:9"],
+                             "--out", str(tmp_path / "acc.json"), "--scheduler", "tcp://127.0.0.1:9",
+                             "--connect-timeout", "2"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("No Dask scheduler answers at tcp://127.0.0.1:9")

@@ -20,7 +20,7 @@ LAYERS: dict[str, list[str]] = {
     "stats": ["metrics", "rules", "screening"],
     "ops": ["inference", "calibration", "train", "predict"],
     "workflows": ["evaluate", "screen", "export", "explain", "plots", "evalplots", "workspace", "render", "colab",
-                  "series"],
+                  "series", "edition"],
     "cli": ["cli", "__main__", "__init__"],
 }
 RANK = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}
