@@ -67,26 +67,22 @@ def _nav(pages: list[tuple[str, str]], i: int) -> str:
 # on a page whose Markdown holds a $ (it might be math).
 _REQUIRE_JS = re.compile(r'<script src="https://cdnjs\.cloudflare\.com/ajax/libs/require\.js/[^"]*"[^>]*>\s*</script>\s*')
 _MATHJAX = re.compile(r'<script src="https://cdnjs\.cloudflare\.com/ajax/libs/mathjax/[^"]*"[^>]*>\s*</script>\s*')
-
-
-_HEAD_STYLE = re.compile(r"<style[^>]*>.*?</style>\s*", re.S)
+_STYLE = re.compile(r"<style[^>]*>(.*?)</style>\s*", re.S)
 
 
 def _share_styles(body: str, out: Path) -> str:
     """Move a page's inline style sheets (260 KB of nbconvert's, the same on every page) to one file they share."""
     start = body.find("<body")
-    head = body[:start] if start > 0 else ""
-    styles = "".join(match.group(0) for match in _HEAD_STYLE.finditer(head))
-    if not styles:
+    head = body[:max(start, 0)]
+    first = _STYLE.search(head)
+    if first is None:
         return body
-    css = "\n".join(re.sub(r"^<style[^>]*>|</style>\s*$", "", block.strip())
-                    for block in _HEAD_STYLE.findall(head))
+    css = "\n".join(_STYLE.findall(head))
     name = f"notebook-{hashlib.sha256(css.encode()).hexdigest()[:10]}.css"
     if not (out / name).is_file():
         (out / name).write_text(css, encoding="utf-8")
-    first = _HEAD_STYLE.search(head).start()
-    head = _HEAD_STYLE.sub("", head)
-    return head[:first] + f'<link rel="stylesheet" href="{name}">\n' + head[first:] + body[start:]
+    link = f'<link rel="stylesheet" href="{name}">\n'
+    return head[:first.start()] + link + _STYLE.sub("", head[first.start():]) + body[start:]
 
 
 def _has_math(nb) -> bool:

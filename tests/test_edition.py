@@ -48,6 +48,45 @@ def test_the_code_hash_sees_code_and_ignores_the_setup_cell_and_injected_paramet
     assert edition.code_hash(executed) == base  # outputs are not code
 
 
+# ---------------------------------------------------------------- the committed edition
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict:
+    path = DOCS / edition.EDITION_FILE
+    if not path.is_file():  # until the first edition is committed (it waits for a reference run: see the README)
+        pytest.skip("docs/ holds no reader's edition yet: make it with `make edition` (see the README)")
+    return json.loads(path.read_text())
+
+
+def test_the_committed_edition_matches_every_chapters_code(manifest):
+    stale = edition.stale_chapters(DOCS, notebook_paths(ROOT))
+    assert not stale, (f"the edition in docs/ was made with other code in {', '.join(stale)}: make it again with "
+                       "`make edition` (a cpu reference run on the dev subset)")
+    assert main(["edition", "--out", str(DOCS), "--check"]) == 0
+
+
+def test_the_committed_edition_is_a_cpu_run_on_named_data_and_small(manifest):
+    assert manifest["profile"] == "cpu"
+    assert manifest["data"]["name"] in ("dev", "nih"), manifest["data"]
+    assert manifest["machine"] and manifest["versions"]["tensorflow"]
+    size = sum(p.stat().st_size for p in DOCS.rglob("*") if p.is_file())
+    assert size <= edition.MAX_BYTES, f"docs/ takes {size / 2**20:.1f} MB, more than 20 MB"
+    assert {p.name for p in DOCS.glob("*.html")} == {"index.html"} | {c["page"] for c in manifest["chapters"].values()}
+    index = (DOCS / "index.html").read_text(encoding="utf-8")
+    for shown in ("About this edition", manifest["data"]["text"].split(":")[0], manifest["run_finished"],
+                  f"tensorflow {manifest['versions']['tensorflow']}"):
+        assert shown in index, f"the index does not say {shown!r}"
+
+
+def test_the_committed_edition_shows_no_folder_of_the_machine_it_was_made_on(manifest):
+    for page in DOCS.glob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        for private in ("/work/", "/home/", "/root/", "/tmp/", "/content/"):
+            assert f'"{private}' not in text and f" {private}" not in text and f"'{private}" not in text, (
+                f"{page.name} shows a path under {private}")
+
+
 # ---------------------------------------------------------------- the builder, on the smoke series
 
 
