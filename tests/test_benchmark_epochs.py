@@ -55,3 +55,34 @@ def test_epochs_times_real_training_epochs_at_both_sizes(tmp_path):
     assert results["sizes"]["full"]["models"]["tutorial_b"]["train_cells"] > \
         results["sizes"]["dev"]["models"]["tutorial_b"]["train_cells"]
     assert set(results["full_over_dev"]["tutorial_b"]) == {"steady_train_cells_per_s", "steady_cells_per_s"}
+
+
+def test_autotune_times_both_settings_and_finds_the_same_weights(tmp_path):
+    from malaria_lib import pipeline
+
+    make_synthetic_cells(tmp_path / "cells", n=60, seed=4, n_patients=6)
+    out = tmp_path / "autotune.json"
+    results = _load("autotune").main(["--data", str(tmp_path / "cells"), "--models", "malarianet", "--epochs", "2",
+                                      "--profile", "smoke", "--work", str(tmp_path / "w"), "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    entry = results["models"]["malarianet"]
+    for setting in ("autotune_on", "autotune_off"):
+        assert [row["epoch"] for row in entry[setting]["epochs"]] == [1, 2]
+        assert len(entry[setting]["best_weights_sha256"]) == 64
+    # the autotuner may change the speed, never the result: same weights to the last bit, same validation accuracy
+    assert entry["same_weights"] and entry["same_val_accuracy"]
+    assert entry["steady_speedup"] > 0
+    assert pipeline.AUTOTUNE_WHILE_TRAINING_ON_CPU is False  # the benchmark puts the library's setting back
+
+
+def test_training_on_a_cpu_runs_without_the_autotuner_and_says_so_in_the_dataset(synthetic_root, tmp_path):
+    import tensorflow as tf
+
+    from malaria_lib import pipeline
+    from malaria_lib.split import make_split
+
+    split = make_split(synthetic_root, tmp_path / "split", "patient", (0.7, 0.15, 0.15), seed=1)
+    part = pipeline.read_part(split.out, "train")
+    assert not tf.config.list_physical_devices("GPU")
+    assert pipeline.make_dataset(part, 32, 8, training=True).options().autotune.enabled is False
+    assert pipeline.make_dataset(part, 32, 8).options().autotune.enabled is not False  # scoring: left to tf.data
