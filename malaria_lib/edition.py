@@ -21,12 +21,12 @@ from pathlib import Path
 from .errors import MalariaError
 from .render import render_html
 from .series import find_root
-from .subsets import read_subset
+from .subsets import manifest_sha256, read_subset
 
 EDITION_FILE = "edition.json"
 MAX_BYTES = 20 * 1024 * 1024  # the issue's cap: a repository stays quick to clone
 _SETUP_MARK = "MALARIA_LIB = "  # the setup cell's install line (see colab.refresh)
-NIH_CELLS = 27_558
+NIH_CLASSES = {"Parasitized": 13_779, "Uninfected": 13_779}  # the NIH archive's cells per class
 
 
 def code_cells(nb) -> list[str]:
@@ -57,24 +57,31 @@ def _figures(notebook: Path) -> int:
 
 
 def describe_data(report: dict) -> dict:
-    """Which cells the run used, from chapter 1's inventory: named when they are the dev subset or the NIH archive."""
+    """Which cells the run used, from chapter 1's inventory: named when they are the dev subset or the NIH archive.
+
+    The dev subset is recognised by its manifest checksum when the run's data folder is still there (the same
+    check `malaria fetch --subset dev` makes), else by its counts of cells per class and of patients.
+    """
     data = report.get("01_data", {})
-    classes = data.get("classes") or {}
-    cells = sum(v for v in classes.values() if isinstance(v, int)) if isinstance(classes, dict) else None
+    classes = data.get("classes") if isinstance(data.get("classes"), dict) else {}
+    cells = sum(classes.values()) if classes else None
     patients = data.get("patients")
-    count = len(patients) if isinstance(patients, (list, dict)) else patients
-    described = {"cells": cells, "patients": count, "classes": classes}
+    described = {"cells": cells, "patients": patients, "classes": classes}
     if report.get("profile") == "smoke" or report.get("parameters", {}).get("source") == "synthetic":
         return {**described, "name": "synthetic", "text": "synthetic cells (the smoke profile: it only proves the code runs)"}
     dev = read_subset("dev")
-    names = set(patients) if isinstance(patients, (list, dict)) else set()
-    if cells == dev["cells"] and names == dev["patients"]:
+    cell_dir = Path(report.get("parameters", {}).get("data_dir", "")) / "cell_images"
+    if cell_dir.is_dir():
+        is_dev = manifest_sha256(cell_dir) == dev["manifest_sha256"]
+    else:
+        is_dev = classes == dev["classes"] and patients == len(dev["patients"])
+    if is_dev:
         return {**described, "name": "dev", "text": (
-            f"the dev subset: {cells:,} cells of {count} of the NIH archive's 200 patients, the data the "
+            f"the dev subset: {cells:,} cells of {patients} of the NIH archive's 200 patients, the data the "
             "text's quoted figures come from; rebuild it from the NIH archive with `malaria fetch --subset dev`")}
-    if cells == NIH_CELLS:
-        return {**described, "name": "nih", "text": f"the NIH archive: {cells:,} cells of 200 patients"}
-    return {**described, "name": "other", "text": f"{cells:,} cells of {count} patients" if cells else "not recorded"}
+    if classes == NIH_CLASSES:
+        return {**described, "name": "nih", "text": f"the NIH archive: {cells:,} cells of {patients} patients"}
+    return {**described, "name": "other", "text": f"{cells:,} cells of {patients} patients" if cells else "not recorded"}
 
 
 def local_folders(report: dict) -> dict[str, str]:

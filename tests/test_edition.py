@@ -135,3 +135,22 @@ def test_check_names_the_chapters_that_changed(tmp_path, capsys):
     assert main(["edition", "--out", str(out), "--check"]) == 3
     err = capsys.readouterr().err
     assert "01_data" in err and "make edition" in err and err.count("\n") == 1
+
+
+def test_the_data_is_named_by_its_manifest_or_its_counts(tmp_path, synthetic_root):
+    dev_counts = {"01_data": {"classes": {"Parasitized": 4581, "Uninfected": 4127}, "patients": 60}}
+    assert edition.describe_data({"profile": "cpu", **dev_counts})["name"] == "dev"  # the data folder is gone
+    other = {"profile": "cpu", **dev_counts, "parameters": {"data_dir": str(synthetic_root)}}
+    assert edition.describe_data(other)["name"] == "other"  # the folder is there: its checksum decides
+    nih = {"profile": "cpu", "01_data": {"classes": {"Parasitized": 13779, "Uninfected": 13779}, "patients": 200}}
+    assert edition.describe_data(nih) == {**edition.describe_data(nih), "name": "nih", "cells": 27_558}
+    assert edition.describe_data({"profile": "smoke"})["name"] == "synthetic"
+    made_to_size = {"profile": "cpu", "01_data": {"classes": {"Parasitized": 14498, "Uninfected": 13060}, "patients": 190}}
+    assert edition.describe_data(made_to_size)["name"] == "other"  # full_size_folder.py's 27,558 cells are not NIH's
+
+
+def test_the_dev_subset_is_recognised_by_its_checksum(dev_data):
+    report = {"profile": "cpu", "parameters": {"data_dir": str(dev_data)},
+              "01_data": {"classes": {"Parasitized": 4581, "Uninfected": 4127}, "patients": 60}}
+    described = edition.describe_data(report)
+    assert described["name"] == "dev" and "malaria fetch --subset dev" in described["text"]
