@@ -47,11 +47,8 @@ def code_hash(notebook) -> str:
     return digest.hexdigest()
 
 
-def _figures(notebook: Path) -> int:
+def figure_count(nb) -> int:
     """How many figures (PNG outputs) an executed chapter shows: its page must show as many."""
-    import nbformat
-
-    nb = nbformat.read(notebook, as_version=4)
     return sum("image/png" in output.get("data", {}) for cell in nb.cells if cell.cell_type == "code"
                for output in cell.get("outputs", []))
 
@@ -128,6 +125,8 @@ def make_edition(build: str | Path, out: str | Path = "docs") -> dict:
 
     OUT is replaced only when the new edition is complete and within MAX_BYTES; the old one is kept otherwise.
     """
+    import nbformat
+
     build, out = Path(build), Path(out)
     try:
         report = json.loads((build / "report.json").read_text())
@@ -146,9 +145,12 @@ def make_edition(build: str | Path, out: str | Path = "docs") -> dict:
         "rendered": dt.datetime.now(dt.UTC).isoformat(timespec="minutes"),
         "machine": report.get("machine"), "versions": report.get("versions", {}),
         "timings": report.get("timings", {}), "total_seconds": report.get("total_seconds"),
-        "chapters": {p.stem: {"page": p.stem + ".html", "code_sha256": code_hash(p), "figures": _figures(p)}
-                     for p in notebooks},
+        "chapters": {},
     }
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        manifest["chapters"][path.stem] = {"page": path.stem + ".html", "code_sha256": code_hash(nb),
+                                           "figures": figure_count(nb)}
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     render_html(build, out=staging, about=_about(manifest), replace=local_folders(report))

@@ -23,6 +23,8 @@ import nbformat
 import pytest
 from PIL import Image
 
+from malaria_lib.edition import figure_count
+
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = Path(os.environ.get("MALARIA_SERIES_BUILD", ROOT / "build" / "test")).resolve()
 HTML = BUILD / "html"
@@ -41,9 +43,7 @@ class Site:
     def figures(self, stem: str) -> int:
         if self.name == "edition":  # the edition keeps no notebooks, only its manifest
             return json.loads((self.folder / "edition.json").read_text())["chapters"][stem]["figures"]
-        nb = nbformat.read(BUILD / "notebooks" / f"{stem}.ipynb", as_version=4)
-        return sum("image/png" in out.get("data", {}) for cell in nb.cells if cell.cell_type == "code"
-                   for out in cell.outputs)
+        return figure_count(nbformat.read(BUILD / "notebooks" / f"{stem}.ipynb", as_version=4))
 
     def chapters(self) -> set[str]:
         if self.name == "edition":
