@@ -48,7 +48,7 @@ from malaria_lib.inference import predict_proba  # noqa: E402
 from malaria_lib.inventory import CellRecord, list_cells  # noqa: E402
 from malaria_lib.metrics import METRICS, THRESHOLD_RULES, choose_threshold  # noqa: E402
 from malaria_lib.pipeline import read_part  # noqa: E402
-from malaria_lib.runtime import versions  # noqa: E402
+from malaria_lib.runtime import machine, versions  # noqa: E402
 from malaria_lib.screening import patient_table, rule_from_card, summarise_patients  # noqa: E402
 from malaria_lib.split import assign_by_patient, write_split  # noqa: E402
 from malaria_lib.train import train  # noqa: E402
@@ -220,7 +220,7 @@ def run_fold(args: argparse.Namespace, model: str, k: int) -> dict:
             "files": [Path(p).name for p in test.paths],
             "data": {"source": args.source or str(args.data_dir), "cells": len(cells), "patients": len(folds)},
             "machine": {"host": platform.node(), "process": os.getpid(),  # where it ran: a cluster's worker
-                        "cpus": os.cpu_count(), "platform": platform.platform(),
+                        "cpus": os.cpu_count(), "cpu": machine()["cpu"], "platform": platform.platform(),
                         **versions(), "date": time.strftime("%Y-%m-%d")}}
 
 

@@ -40,6 +40,8 @@ def test_cross_validation_scores_every_cell_once(tmp_path):
                           "--profile", "smoke", "--epochs", "1", "--bootstrap", "20", "--work", str(tmp_path / "w"),
                           "--out", str(out), "--oof", str(oof), "--tta"])
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    from malaria_lib.runtime import machine
+    assert results["machine"]["cpu"] == machine()["cpu"]  # a fold's time means little without its processor
     entry = results["models"]["malarianet"]
     assert len(entry["per_fold"]) == 2 and sum(f["cells"] for f in entry["per_fold"]) == 80
     assert 0.0 <= entry["summary"]["accuracy"]["mean"] <= 1.0
