@@ -86,3 +86,20 @@ def test_training_on_a_cpu_runs_without_the_autotuner_and_says_so_in_the_dataset
     assert not tf.config.list_physical_devices("GPU")
     assert pipeline.make_dataset(part, 32, 8, training=True).options().autotune.enabled is False
     assert pipeline.make_dataset(part, 32, 8).options().autotune.enabled is not False  # scoring: left to tf.data
+
+
+def test_step_times_each_setting_in_its_own_process_as_asked(tmp_path):
+    out = tmp_path / "step.json"
+    results = _load("step").main(["--models", "malarianet", "--profile", "smoke", "--steps", "2", "--epochs", "1",
+                                  "--batch-sizes", "8", "--out", str(out)])
+    assert json.loads(out.read_text()) == results
+    runs = {r["setting"]: r for r in results["runs"]}
+    assert set(runs) == {"graph, deterministic", "graph", "xla", "batch 8"}
+    # Keras compiled with XLA only where asked: the deterministic graph is what train runs on a CPU
+    assert [runs[name]["jit_compile"] for name in ("graph, deterministic", "graph", "xla")] == [False, False, True]
+    assert [r["batch_size"] for r in runs.values()] == [32, 32, 32, 8]  # the recipe's, then the one asked for
+    assert all(r["cells"] == 2 * r["batch_size"] and r["cells_per_s"] > 0 and len(r["loss"]) == 1 for r in runs.values())
+    assert results["xla_speedup"]["malarianet"] == round(
+        runs["xla"]["cells_per_s"] / runs["graph, deterministic"]["cells_per_s"], 3)  # against train's own step
+    assert results["batch_speedup"]["malarianet"]["8"] == round(
+        runs["batch 8"]["cells_per_s"] / runs["graph, deterministic"]["cells_per_s"], 3)
