@@ -47,11 +47,9 @@ def time_steps(model_name: str, profile: str, jit: bool, deterministic: bool, st
 
     from malaria_lib.models import build_model
     from malaria_lib.recipes import get_recipe
-    from malaria_lib.train import compile_model
+    from malaria_lib.train import compile_model, set_seed
 
-    keras.utils.set_random_seed(1)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
+    set_seed(1, deterministic=deterministic)  # as train seeds, with op determinism only where asked
     recipe = get_recipe(model_name, profile, **({"batch_size": batch_size} if batch_size else {}))
     model = build_model(model_name, recipe.input_size, standardize=recipe.standardize)
     compile_model(model, recipe, steps)
