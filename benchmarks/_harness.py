@@ -40,6 +40,7 @@ def machine_facts() -> dict:
     if psutil is not None:
         facts["memory_total_gb"] = psutil.virtual_memory().total / 2**30
     facts["cpu_model"] = machine()["cpu"]  # the processor as train's result.json records it
+    facts["onednn"] = machine()["onednn"]  # TensorFlow's oneDNN kernels (benchmarks/onednn.py)
     return facts
 
 

@@ -31,6 +31,9 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import malaria_lib  # noqa: E402, F401  (first: it sets TensorFlow's CPU options before TensorFlow loads)
+
+# isort: split
 import keras  # noqa: E402
 
 from malaria_lib.split import make_split  # noqa: E402
@@ -62,11 +65,13 @@ class EpochClock(keras.callbacks.Callback):
                             "seconds": end - self._begin})
 
 
-def measure(model: str, split: Path, out: Path, epochs: int, profile: str) -> dict:
-    """Train MODEL for EPOCHS epochs of its PROFILE recipe on SPLIT and time each epoch from inside and outside."""
+def measure(model: str, split: Path, out: Path, epochs: int, profile: str, **overrides) -> dict:
+    """Train MODEL for EPOCHS epochs of its PROFILE recipe (with OVERRIDES) on SPLIT and time each epoch from inside
+    and outside."""
     clock, monitor = EpochClock(), Monitor()
     with monitor:
-        result = train(model, split, out, profile, epochs=epochs, force=True, verbose=0, callbacks=[clock])
+        result = train(model, split, out, profile, epochs=epochs, force=True, verbose=0, callbacks=[clock],
+                       **overrides)
     cells, val_cells = result.settings["train_images"], result.settings["val_images"]
     logged = result.history["seconds"]
     rows = [{**row, "logged_seconds": logged[i], "checkpoint_seconds": row["seconds"] - logged[i],

@@ -41,6 +41,8 @@ SETTINGS = {"graph, deterministic": (False, True), "graph": (False, False), "xla
 def time_steps(model_name: str, profile: str, jit: bool, deterministic: bool, steps: int, epochs: int,
                batch_size: int | None = None) -> dict:
     """Fit one model on random cells in this process and time it; what a child process prints."""
+    import malaria_lib  # noqa: F401  (first: it sets TensorFlow's CPU options before TensorFlow loads)
+    # isort: split
     import keras
     import numpy as np
     import tensorflow as tf

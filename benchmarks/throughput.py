@@ -42,6 +42,9 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import malaria_lib  # noqa: E402, F401  (first: it sets TensorFlow's CPU options before TensorFlow loads)
+
+# isort: split
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
