@@ -39,8 +39,8 @@ def machine_facts() -> dict:
             facts[name.replace("-", "_")] = None
     if psutil is not None:
         facts["memory_total_gb"] = psutil.virtual_memory().total / 2**30
-    facts["cpu_model"] = machine()["cpu"]  # the processor as train's result.json records it
-    facts["onednn"] = machine()["onednn"]  # TensorFlow's oneDNN kernels (benchmarks/onednn.py)
+    recorded = machine()  # as train's result.json records them: the processor, TensorFlow's oneDNN kernels
+    facts["cpu_model"], facts["onednn"] = recorded["cpu"], recorded["onednn"]
     return facts
 
 

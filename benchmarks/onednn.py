@@ -1,11 +1,12 @@
 """TensorFlow's oneDNN kernels on and off: whole `malaria train` epochs of each network, each setting in its own process.
 
 On Linux, TensorFlow turns its oneDNN CPU kernels on by itself only where the processor has AVX-512 VNNI or BF16,
-AVX-VNNI or AMX; on an x86 CPU with AVX2 alone (the 2-core AMD EPYC here; AMD Zen 2 and 3, Intel cores before Ice Lake
-and Alder Lake) they stay off unless `TF_ENABLE_ONEDNN_OPTS=1`, which `malaria_lib` now sets before TensorFlow loads. This script measures what that buys and what it changes: for each
-network, `benchmarks/epochs.py`'s measurement (train's own `cpu` recipe on a patient split, seed 1337, epochs timed
-from inside and outside) runs once with `TF_ENABLE_ONEDNN_OPTS=0` and once with `1`, each in a fresh process (the
-setting is read once, when TensorFlow is imported). Recorded per run: whether TensorFlow reports oneDNN on, the
+AVX-VNNI or AMX; on an x86 CPU with AVX2 alone (the 2-core AMD EPYC here; AMD Zen 2 and 3, Intel cores before Ice
+Lake and Alder Lake) they stay off unless `TF_ENABLE_ONEDNN_OPTS=1`, which `malaria_lib` now sets before TensorFlow
+loads. This script measures what that buys and what it changes: for each network, `benchmarks/epochs.py`'s
+measurement (train's own `cpu` recipe on a patient split, seed 1337, epochs timed from inside and outside) runs once
+with `TF_ENABLE_ONEDNN_OPTS=0` and once with `1`, each in a fresh process (the setting is read once, when TensorFlow
+is imported). Recorded per run: whether TensorFlow reports oneDNN on, the
 steady training speed (epochs after the first), the first epoch, the validation accuracy reached, and a digest of
 the trained weights (the same digest twice in a row shows the runs repeat to the last bit).
 
