@@ -224,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=config.SEED)
     p.add_argument("--epochs", type=int, help="override the profile's number of epochs (or the cpu profile's budget)")
     p.add_argument("--budget", type=int, metavar="CELLS",
-                   help="train for about this many training cells seen, in whole epochs (the cpu profile's way)")
+                   help="train for about this many training cells seen: whole epochs, or one epoch of a sample "
+                        "of that many cells when the split holds more (the cpu profile's way)")
     p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     p.add_argument("--max-train-images", type=int, help="train on a class-balanced sample of at most N cells")
     p.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,

@@ -55,16 +55,21 @@ _RECORDED_WHEN_SET = ("weights", "frozen_epochs", "fine_tune_from", "fine_tune_l
 
 
 def for_training_set(recipe: Recipe, cells: int) -> Recipe:
-    """The recipe with its budget turned into whole epochs over CELLS training cells (at least one); a recipe
-    without a budget is returned as it is.
+    """The recipe with its budget turned into epochs over CELLS training cells; a recipe without a budget is
+    returned as it is.
 
     Why a budget: a count of epochs costs three times as much on the NIH archive as on the dev subset, and the
-    cpu profile must finish on a 2-core CPU whatever the data. Whole epochs keep what an epoch means (every cell
-    once, then validation and a checkpoint); a cosine schedule spans the epochs, so it is fitted to the budget.
-    A pretrained backbone keeps its head-only stage to at most a third of the epochs (at least one).
+    cpu profile must finish on a 2-core CPU whatever the data. A budget of at least one pass becomes whole epochs
+    (every cell once, then validation and a checkpoint); a smaller one becomes one epoch over a seeded sample of
+    that many cells, drawn per class (`max_train_images`), which is what a part of an epoch sees, so a budget never
+    costs more than it says. A cosine schedule spans the epochs, so it is fitted to the budget. A pretrained
+    backbone keeps its head-only stage to at most a third of the epochs (at least one).
     """
     if recipe.budget_cells is None:
         return recipe
+    if recipe.budget_cells < cells:
+        return replace(recipe, epochs=1, frozen_epochs=min(recipe.frozen_epochs, 1),
+                       max_train_images=recipe.budget_cells)
     epochs = max(1, round(recipe.budget_cells / max(1, cells)))
     frozen = min(recipe.frozen_epochs, max(1, epochs // 3)) if recipe.frozen_epochs else 0
     return replace(recipe, epochs=epochs, frozen_epochs=frozen)
@@ -75,7 +80,9 @@ def describe_length(recipe: Recipe, cells: int | None = None) -> str:
     if recipe.budget_cells is None:
         return f"{recipe.epochs} epochs"
     text = f"{recipe.budget_cells:,} training cells seen"
-    if cells:
+    if cells and recipe.budget_cells < cells:
+        text += f" (1 epoch of a sample of {recipe.budget_cells:,} of the {cells:,} cells)"
+    elif cells:
         epochs = for_training_set(recipe, cells).epochs
         text += f" ({epochs} epoch{'s' if epochs != 1 else ''} of {cells:,} cells)"
     return text

@@ -285,8 +285,10 @@ def train(
     recipe = get_recipe(model_name, profile, **overrides)
     weights_file = resolve_weights(model_name, recipe.weights) if recipe.weights not in (None, "imagenet") else None
     split_dir, out_dir = Path(split_dir), Path(out_dir)
-    train_part = _sample(read_part(split_dir, "train"), recipe.max_train_images, seed)
-    recipe = for_training_set(recipe, len(train_part))  # a budget of cells seen becomes whole epochs of this split
+    all_train = read_part(split_dir, "train")
+    # a budget of cells seen becomes whole epochs of this split, or one epoch of a sample when it is smaller
+    recipe = for_training_set(recipe, min(len(all_train), recipe.max_train_images or len(all_train)))
+    train_part = _sample(all_train, recipe.max_train_images, seed)
     val_part = read_part(split_dir, "val")
     settings = {"model": model_name, "profile": profile, "seed": seed, "split": str(split_dir.resolve()),
                 "recipe": recipe.to_dict(), "train_images": len(train_part), "val_images": len(val_part)}

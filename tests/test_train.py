@@ -196,6 +196,10 @@ def test_a_budget_becomes_whole_epochs_of_the_training_set():
     budget = get_recipe("malarianet", "smoke", budget_cells=72_000)
     assert budget.budget_cells == 72_000
     assert [for_training_set(budget, cells).epochs for cells in (6_057, 5_921, 19_290, 200_000)] == [12, 12, 4, 1]
+    assert for_training_set(budget, 19_290).max_train_images is None  # whole epochs: every cell
+    # less than one pass: one epoch over a sample of the budget's size, never a whole epoch more than asked
+    assert for_training_set(budget, 200_000).max_train_images == 72_000
+    assert describe_length(budget, 200_000) == "72,000 training cells seen (1 epoch of a sample of 72,000 of the 200,000 cells)"
     assert for_training_set(get_recipe("malarianet", "smoke"), 6_057) == get_recipe("malarianet", "smoke")  # no budget
     assert describe_length(budget, 19_290) == "72,000 training cells seen (4 epochs of 19,290 cells)"
     assert describe_length(get_recipe("tutorial_a", "full")) == "30 epochs"
@@ -224,6 +228,21 @@ def test_training_with_a_budget_trains_its_epochs_and_fits_the_schedule_to_them(
     schedule = keras.saving.load_model(tmp_path / "b" / "last.keras").optimizer._learning_rate
     steps = -(-cells // settings["recipe"]["batch_size"])
     assert schedule.warmup_steps + schedule.decay_steps == 2 * steps
+
+
+def test_a_budget_below_one_pass_trains_one_epoch_of_a_seeded_sample_of_that_size(tmp_path, split_dir):
+    from malaria_lib.pipeline import read_part
+
+    cells = len(read_part(split_dir, "train"))
+    budget = cells // 2
+    result = train("malarianet", split_dir, tmp_path / "half", "smoke", budget_cells=budget, verbose=0)
+    settings = json.loads((tmp_path / "half" / "settings.json").read_text())
+    assert abs(settings["train_images"] - budget) <= 1 and settings["recipe"]["epochs"] == 1
+    assert len(result.history["epoch"]) == 1
+    import keras
+
+    steps = int(keras.saving.load_model(tmp_path / "half" / "last.keras").optimizer.iterations.numpy())
+    assert steps == -(-settings["train_images"] // settings["recipe"]["batch_size"])  # the sample's steps, no more
 
 
 # Training cells of the dev subset's splits (seed 1337): the five cross-validation folds of benchmarks/accuracy.py,
